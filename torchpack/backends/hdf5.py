@@ -1,0 +1,171 @@
+"""HDF5 backend: all samples' bytes concatenated in one contiguous uint8 dataset.
+
+Layout (readable with plain h5py)::
+
+    /torchpack/header   uint8[...]  UTF-8 JSON
+    /torchpack/index    uint8[...]  Arrow IPC stream, one row per sample (offset, length, ...)
+    /torchpack/data     uint8[N]    contiguous, uncompressed
+
+Because ``data`` is contiguous and uncompressed, the reader maps its byte range straight
+from the file and a sample is a slice of that map: no HDF5 call on the hot path.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+
+from torchpack.backends.base import StoreReader, StoreWriter
+from torchpack.format import InvalidStoreError, decode_header, decode_index
+
+__all__ = ["DATA", "HEADER", "INDEX", "HDF5Reader", "HDF5Writer"]
+
+HEADER = "torchpack/header"
+INDEX = "torchpack/index"
+DATA = "torchpack/data"
+STAGED_DATA = "data.bin"
+STAGED_NAME = "store.h5"
+_COPY_BLOCK = 64 << 20
+
+
+class HDF5Reader(StoreReader):
+    """Reads one HDF5 store through a memory map of its data (h5py reads only as a fallback)."""
+
+    backend = "hdf5"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._file: h5py.File | None = None
+        self._map: mmap.mmap | None = None
+        self._view: memoryview | None = None
+        self._dataset: h5py.Dataset | None = None
+        try:
+            # locking=False: readers never write, and HDF5's locks fail on many NFS mounts.
+            self._file = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            raise InvalidStoreError(f"{path}: cannot open as an HDF5 store ({exc}).") from exc
+        for name in (HEADER, INDEX, DATA):
+            if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
+                self.close()
+                raise InvalidStoreError(f"{path}: an HDF5 file without the dataset /{name} (not a torchpack store).")
+        data = self._file[DATA]
+        if data.dtype != np.uint8 or data.ndim != 1:
+            self.close()
+            raise InvalidStoreError(f"{path}: /{DATA} is not a 1-D uint8 dataset.")
+        self.data_size = int(data.shape[0])
+        self._open_data(data)
+
+    def _open_data(self, data: h5py.Dataset) -> None:
+        offset = data.id.get_offset()
+        if data.chunks is None and data.compression is None and offset is not None:
+            file_size = os.path.getsize(self.path)
+            if offset + self.data_size > file_size:
+                self.close()
+                raise InvalidStoreError(
+                    f"{self.path}: truncated HDF5 store: its data ends at byte {offset + self.data_size}, "
+                    f"the file has {file_size}."
+                )
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._view = memoryview(self._map)[offset : offset + self.data_size]
+        elif self.data_size:
+            # Chunked or compressed (say, after h5repack): correct, but every read goes through HDF5.
+            self._dataset = data
+
+    def _read_dataset(self, name: str) -> bytes:
+        try:
+            return self._file[name][()].tobytes()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise InvalidStoreError(f"{self.path}: cannot read /{name} ({exc}).") from exc
+
+    def read_header(self) -> dict[str, Any]:
+        return decode_header(self._read_dataset(HEADER), self.path)
+
+    def read_index(self, header: dict[str, Any]) -> pa.Table:
+        return decode_index(self._read_dataset(INDEX), header, self.path, data_size=self.data_size)
+
+    def read(self, row: int, offset: int, length: int) -> memoryview | bytes:
+        if offset < 0 or offset + length > self.data_size:
+            raise InvalidStoreError(f"{self.path}: sample {row} lies outside the data.")
+        if self._view is not None:
+            return self._view[offset : offset + length]
+        try:
+            return self._dataset[offset : offset + length].tobytes()
+        except (OSError, RuntimeError) as exc:
+            raise InvalidStoreError(f"{self.path}: cannot read sample {row} ({exc}).") from exc
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a caller still holds a sample view; the map closes when that view is freed
+            self._map = None
+        self._dataset = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class HDF5Writer(StoreWriter):
+    """Stages samples in a flat file (crash-safe: append, fsync), then builds the HDF5 store in one pass.
+
+    HDF5 itself is not crash-safe while a file is open for writing, so nothing is written
+    through HDF5 until every sample is staged.
+    """
+
+    backend = "hdf5"
+
+    def __init__(self, staging_dir: str, **options: Any) -> None:
+        super().__init__(staging_dir)
+        self.data_path = os.path.join(staging_dir, STAGED_DATA)
+        self._data = open(self.data_path, "ab")
+        self._pending: list[bytes] = []
+
+    def append(self, row: int, data: bytes) -> None:
+        self._pending.append(data)
+
+    def commit(self) -> int:
+        self._data.write(b"".join(self._pending))
+        self._pending.clear()
+        self._data.flush()
+        os.fsync(self._data.fileno())
+        return self._data.tell()
+
+    def truncate(self, num_rows: int, data_size: int) -> None:
+        self._pending.clear()
+        self._data.flush()
+        self._data.truncate(data_size)
+        self._data.seek(data_size)
+
+    def finish(self, header: bytes, index: bytes, data_size: int) -> str:
+        self.commit()
+        self._data.close()
+        path = os.path.join(self.staging_dir, STAGED_NAME)
+        with h5py.File(path, "w", libver=("earliest", "latest")) as f:
+            f.create_dataset(HEADER, data=np.frombuffer(header, dtype=np.uint8))
+            f.create_dataset(INDEX, data=np.frombuffer(index, dtype=np.uint8))
+            data = f.create_dataset(DATA, shape=(data_size,), dtype=np.uint8)
+            with open(self.data_path, "rb") as staged:
+                for start in range(0, data_size, _COPY_BLOCK):
+                    block = staged.read(min(_COPY_BLOCK, data_size - start))
+                    data[start : start + len(block)] = np.frombuffer(block, dtype=np.uint8)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        return path
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._data.close()
+
+    @staticmethod
+    def staged_files(staging_dir: str) -> list[str]:
+        return [os.path.join(staging_dir, STAGED_DATA), os.path.join(staging_dir, STAGED_NAME)]

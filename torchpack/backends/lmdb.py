@@ -1,0 +1,199 @@
+"""LMDB backend: one file (``subdir=False``), one key per sample, header and index under reserved keys.
+
+Sample keys are 8-byte big-endian row numbers, so key order is ImageFolder order and the
+writer can bulk-load in append mode. The reserved keys start with ``__torchpack__/`` and
+so sort after every sample key.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import lmdb
+import numpy as np
+import pyarrow as pa
+
+from torchpack.backends.base import StoreReader, StoreWriter
+from torchpack.format import InvalidStoreError, decode_header, decode_index, sample_key
+
+__all__ = ["HEADER_KEY", "INDEX_KEY", "LMDBReader", "LMDBWriter", "check_lmdb_file"]
+
+HEADER_KEY = b"__torchpack__/header"
+INDEX_KEY = b"__torchpack__/index"
+STAGED_NAME = "store.lmdb"
+
+_META_MAGIC = 0xBEEFC0DE
+_PAGE_HEADER = 16  # pgno (8), pad (2), flags (2), lower (2), upper (2) on 64-bit builds
+
+
+def check_lmdb_file(path: str) -> None:
+    """Check the two LMDB meta pages against the file's real size before LMDB maps it.
+
+    LMDB memory-maps the file, so touching a page past the end of a truncated file
+    raises SIGBUS and kills the process; this turns that into an error.
+
+    Raises:
+        InvalidStoreError: the meta pages are damaged or promise more pages than the file has.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        first = f.read(4096)
+        if len(first) < _PAGE_HEADER + 136:
+            raise InvalidStoreError(f"{path}: truncated LMDB file ({size} bytes).")
+        page_size = struct.unpack_from("<I", first, _PAGE_HEADER + 24)[0]
+        if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+            raise InvalidStoreError(f"{path}: damaged LMDB meta page (page size {page_size}).")
+        f.seek(page_size)
+        second = f.read(_PAGE_HEADER + 136)
+    metas = []
+    for page in (first, second):
+        if len(page) < _PAGE_HEADER + 136:
+            raise InvalidStoreError(f"{path}: truncated LMDB file ({size} bytes).")
+        magic, version = struct.unpack_from("<II", page, _PAGE_HEADER)
+        if magic != _META_MAGIC or version != 1:
+            raise InvalidStoreError(f"{path}: damaged LMDB meta page.")
+        last_page, txn_id = struct.unpack_from("<QQ", page, _PAGE_HEADER + 120)
+        metas.append((txn_id, last_page))
+    _, last_page = max(metas)
+    needed = (last_page + 1) * page_size
+    if size < needed:
+        raise InvalidStoreError(f"{path}: truncated LMDB file: its header promises {needed} bytes, the file has {size}.")
+
+
+class LMDBReader(StoreReader):
+    """Reads one LMDB store; opened read-only without a lock file, so it works on read-only media."""
+
+    backend = "lmdb"
+
+    def __init__(self, path: str, readahead: bool = True) -> None:
+        super().__init__(path)
+        check_lmdb_file(path)
+        try:
+            self._env = lmdb.open(
+                path, subdir=False, readonly=True, lock=False, readahead=readahead, meminit=False, max_readers=1
+            )
+        except lmdb.Error as exc:
+            raise InvalidStoreError(f"{path}: cannot open as an LMDB store ({exc}).") from exc
+        # One read transaction for the reader's lifetime: reads are then a B-tree lookup, and
+        # buffers=True hands out zero-copy views of the map that stay valid until close().
+        self._txn = self._env.begin(buffers=True)
+
+    def read_header(self) -> dict[str, Any]:
+        raw = self._get(HEADER_KEY)
+        if raw is None:
+            raise InvalidStoreError(f"{self.path}: an LMDB file without a torchpack header (not a torchpack store).")
+        return decode_header(raw, self.path)
+
+    def read_index(self, header: dict[str, Any]) -> pa.Table:
+        raw = self._get(INDEX_KEY)
+        if raw is None:
+            raise InvalidStoreError(f"{self.path}: the LMDB store has no sample index.")
+        return decode_index(bytes(raw), header, self.path)
+
+    def _get(self, key: bytes) -> memoryview | None:
+        try:
+            return self._txn.get(key)
+        except lmdb.Error as exc:
+            raise InvalidStoreError(f"{self.path}: damaged LMDB store ({exc}).") from exc
+
+    def read(self, row: int, offset: int, length: int) -> memoryview:
+        data = self._get(sample_key(row))
+        if data is None or len(data) != length:
+            raise InvalidStoreError(f"{self.path}: sample {row} is missing or has the wrong length.")
+        return data
+
+    def read_batch(self, rows: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> list[memoryview]:
+        keys = [sample_key(int(r)) for r in rows]
+        try:
+            with self._txn.cursor() as cursor:
+                found = dict(cursor.getmulti(keys))
+        except lmdb.Error as exc:
+            raise InvalidStoreError(f"{self.path}: damaged LMDB store ({exc}).") from exc
+        values = []
+        for key, row, length in zip(keys, rows, lengths):
+            data = found.get(key)
+            if data is None or len(data) != length:
+                raise InvalidStoreError(f"{self.path}: sample {int(row)} is missing or has the wrong length.")
+            values.append(data)
+        return values
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._txn.abort()
+            self._env.close()
+            self._env = None
+
+
+class LMDBWriter(StoreWriter):
+    """Writes samples in append mode, one transaction per commit, growing the map when it is full."""
+
+    backend = "lmdb"
+
+    def __init__(self, staging_dir: str, initial_map_size: int = 1 << 30) -> None:
+        super().__init__(staging_dir)
+        self.path = os.path.join(staging_dir, STAGED_NAME)
+        self._map_size = max(initial_map_size, 1 << 16)
+        # lock=False: the converter's staging folder already gives one writer per store.
+        self._env = lmdb.open(
+            self.path, subdir=False, map_size=self._map_size, lock=False, readahead=False, meminit=False, max_dbs=0
+        )
+        self._map_size = self._env.info()["map_size"]
+        self._pending: list[tuple[int, bytes]] = []
+        self._data_size = 0
+
+    def append(self, row: int, data: bytes) -> None:
+        self._pending.append((row, data))
+        self._data_size += len(data)
+
+    def commit(self) -> int:
+        self._write(lambda txn: self._put_pending(txn))
+        self._pending.clear()
+        return self._data_size
+
+    def _put_pending(self, txn: lmdb.Transaction) -> None:
+        for row, data in self._pending:
+            txn.put(sample_key(row), data, append=True)
+
+    def _write(self, body) -> None:
+        """Run ``body`` in a write transaction, doubling the map and retrying while it is full."""
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    body(txn)
+                return
+            except lmdb.MapFullError:
+                self._map_size *= 2
+                self._env.set_mapsize(self._map_size)
+            except lmdb.Error as exc:
+                raise OSError(f"Writing {self.path} failed: {exc}") from exc
+
+    def truncate(self, num_rows: int, data_size: int) -> None:
+        def delete_tail(txn: lmdb.Transaction) -> None:
+            cursor = txn.cursor()
+            if cursor.set_range(sample_key(num_rows)):
+                while len(cursor.key()) == 8 and cursor.delete():
+                    pass
+
+        self._write(delete_tail)
+        self._pending.clear()
+        self._data_size = data_size
+
+    def finish(self, header: bytes, index: bytes, data_size: int) -> str:
+        def put_metadata(txn: lmdb.Transaction) -> None:
+            txn.put(INDEX_KEY, index)
+            txn.put(HEADER_KEY, header)
+
+        self._write(put_metadata)
+        self._env.sync(True)
+        self._env.close()
+        return self.path
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._env.close()
+
+    @staticmethod
+    def staged_files(staging_dir: str) -> list[str]:
+        return [os.path.join(staging_dir, STAGED_NAME)]

@@ -1,0 +1,95 @@
+"""Read-only views of a store for people and scripts: ``info`` and ``verify``."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from torchpack.decode import decode_array
+from torchpack.format import InvalidStoreError
+from torchpack.store import StoreRoot, load_store_index
+from torchpack.workers import borrowed_reader
+
+__all__ = ["VerifyReport", "store_info", "verify_store"]
+
+
+def store_info(root: StoreRoot) -> dict[str, Any]:
+    """Header, classes with counts, sizes, storage and left-out files of a store (or its shards)."""
+    index = load_store_index(root)
+    header = index.headers[0]
+    counts = np.bincount(index.targets, minlength=len(index.classes)).tolist()
+    file_bytes = sum(os.path.getsize(path) for path in index.files)
+    source_bytes = sum(h.get("source", {}).get("bytes", 0) for h in index.headers)
+    return {
+        "files": index.files,
+        "backend": index.backend,
+        "format_version": header["format_version"],
+        "created_by": header.get("created_by"),
+        "num_samples": len(index),
+        "num_classes": len(index.classes),
+        "classes": dict(zip(index.classes, counts)),
+        "storage": header["storage"],
+        "encodings": {name: int(np.sum(index.encoding_codes == i)) for i, name in enumerate(index.encodings)},
+        "shards": len(index.files),
+        "store_bytes": file_bytes,
+        "sample_bytes": int(index.lengths.sum()),
+        "source_bytes": source_bytes,
+        "bad_files": [bad for h in index.headers for bad in h.get("bad_files", [])],
+    }
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found: ``ok`` is True only if every check passed."""
+
+    files: list[str]
+    checked: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "files": self.files, "checked": self.checked, "problems": self.problems}
+
+
+def verify_store(root: StoreRoot, decode: bool = False) -> VerifyReport:
+    """Check a store's header, index and every sample's checksum; with ``decode``, that every sample decodes.
+
+    Damage to the header or index is reported as a problem of the file, never raised.
+    """
+    try:
+        index = load_store_index(root)
+    except (InvalidStoreError, OSError) as exc:
+        files = [os.fspath(root)] if isinstance(root, (str, os.PathLike)) else [os.fspath(p) for p in root]
+        return VerifyReport(files, 0, [{"path": None, "file": files[0], "problem": str(exc)}])
+    report = VerifyReport(index.files)
+    compression = [h["storage"].get("raw_compression") for h in index.headers]
+    for shard, path in enumerate(index.files):
+        start = int(index.shard_starts[shard])
+        stop = int(index.shard_starts[shard + 1]) if shard + 1 < len(index.files) else len(index)
+        with borrowed_reader(path, index.backend) as reader:
+            for row in range(start, stop):
+                problem = _check_sample(reader, index, row, row - start, decode, compression[shard])
+                report.checked += 1
+                if problem:
+                    report.problems.append({"path": index.paths[row].as_py(), "file": path, "row": row, "problem": problem})
+    return report
+
+
+def _check_sample(reader, index, row: int, local: int, decode: bool, compression) -> str | None:
+    try:
+        data = reader.read(local, int(index.offsets[row]), int(index.lengths[row]))
+        if zlib.crc32(data) != int(index.crc32[row]):
+            return "checksum mismatch"
+        if decode:
+            shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
+            decode_array(data, index.encodings[index.encoding_codes[row]], None, shape, compression)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

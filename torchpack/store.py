@@ -1,0 +1,160 @@
+"""Find a store's files (one file, or the shards of one) and load their headers and indexes as arrays."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from torchpack.format import InvalidStoreError, column_array
+from torchpack.workers import borrowed_reader
+
+__all__ = ["StoreIndex", "StoreRoot", "load_store_index", "resolve_store_files"]
+
+StoreRoot = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+_STORE_EXTENSIONS = (".lmdb", ".mdb", ".h5", ".hdf5", ".hdf")
+
+
+def resolve_store_files(root: StoreRoot) -> list[str]:
+    """The store files named by ``root``: a file, a folder of shards, a glob pattern, or a list of files.
+
+    Raises:
+        FileNotFoundError: nothing matches ``root``.
+    """
+    if isinstance(root, (str, os.PathLike)):
+        root = os.fspath(root)
+        if os.path.isdir(root):
+            files = sorted(
+                os.path.join(root, name)
+                for name in os.listdir(root)
+                if name.lower().endswith(_STORE_EXTENSIONS) and os.path.isfile(os.path.join(root, name))
+            )
+            if not files:
+                raise FileNotFoundError(f"No store files ({', '.join(_STORE_EXTENSIONS)}) in the folder {root}.")
+            return files
+        if glob.has_magic(root):
+            files = sorted(glob.glob(root))
+            if not files:
+                raise FileNotFoundError(f"No store files match {root!r}.")
+            return files
+        if not os.path.exists(root):
+            raise FileNotFoundError(f"No torchpack store at {root}.")
+        return [root]
+    files = [os.fspath(p) for p in root]
+    if not files:
+        raise FileNotFoundError("`root` is an empty list of store files.")
+    for path in files:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"No torchpack store at {path}.")
+    return files
+
+
+@dataclass
+class StoreIndex:
+    """Every sample of a store (or of all its shards, in global order), as arrays.
+
+    Arrays, not Python lists: DataLoader workers share them with the parent without the
+    copy-on-read growth that reference counting causes on lists of tuples.
+    """
+
+    files: list[str]
+    backend: str
+    headers: list[dict[str, Any]]
+    classes: list[str]
+    paths: pa.Array  # relative paths, a StringArray
+    targets: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    crc32: np.ndarray
+    encodings: list[str]
+    encoding_codes: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    channels: np.ndarray
+    shard_starts: np.ndarray  # global row of each shard's first sample
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(shard number, row within that shard) of a global row."""
+        if len(self.shard_starts) == 1:
+            return 0, row
+        shard = int(np.searchsorted(self.shard_starts, row, side="right")) - 1
+        return shard, row - int(self.shard_starts[shard])
+
+
+def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
+    """Open each store file named by ``root`` briefly, check it, and join the indexes.
+
+    Raises:
+        FileNotFoundError: a store file is missing.
+        InvalidStoreError: a file is not a store of ``backend``, is damaged, or the shards
+            do not make one whole store (missing, duplicated, or from different conversions).
+    """
+    files = resolve_store_files(root)
+    loaded = []
+    for path in files:
+        with borrowed_reader(path, backend) as reader:
+            header = reader.read_header()
+            loaded.append((path, reader.backend, header, reader.read_index(header)))
+    if len(loaded) > 1:
+        loaded = _ordered_shards(loaded)
+    elif loaded[0][2]["shard"].get("count", 1) != 1:
+        shard = loaded[0][2]["shard"]
+        raise InvalidStoreError(
+            f"{files[0]} is shard {shard.get('index')} of {shard.get('count')}; open all shards "
+            "(a list, a glob pattern, or their folder), not one."
+        )
+    backends = {item[1] for item in loaded}
+    if len(backends) > 1:
+        raise InvalidStoreError(f"The store files mix backends {sorted(backends)}: {files}.")
+    tables = [item[3] for item in loaded]
+    table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    encoded = pc.dictionary_encode(table.column("encoding")).combine_chunks()
+    counts = [t.num_rows for t in tables]
+    return StoreIndex(
+        files=[item[0] for item in loaded],
+        backend=loaded[0][1],
+        headers=[item[2] for item in loaded],
+        classes=list(loaded[0][2]["classes"]),
+        paths=table.column("path").combine_chunks(),
+        targets=column_array(table, "target"),
+        offsets=column_array(table, "offset"),
+        lengths=column_array(table, "length"),
+        crc32=column_array(table, "crc32"),
+        encodings=encoded.dictionary.to_pylist(),
+        encoding_codes=encoded.indices.to_numpy(zero_copy_only=False),
+        heights=column_array(table, "height"),
+        widths=column_array(table, "width"),
+        channels=column_array(table, "channels"),
+        shard_starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+    )
+
+
+def _ordered_shards(loaded: list) -> list:
+    """Sort shards by their index and check they are exactly the shards of one conversion."""
+    first = loaded[0][2]["shard"]
+    count, dataset_id = first.get("count"), first.get("dataset_id")
+    by_index: dict[int, list[str]] = {}
+    for path, _, header, _ in loaded:
+        shard = header["shard"]
+        if shard.get("dataset_id") != dataset_id or shard.get("count") != count:
+            raise InvalidStoreError(
+                f"{path} belongs to another conversion than {loaded[0][0]} (shards of different trees or runs)."
+            )
+        if header["classes"] != loaded[0][2]["classes"]:
+            raise InvalidStoreError(f"{path} has another class list than {loaded[0][0]}.")
+        by_index.setdefault(shard.get("index"), []).append(path)
+    duplicated = {i: paths for i, paths in by_index.items() if len(paths) > 1}
+    if duplicated:
+        raise InvalidStoreError(f"Duplicated shards: {duplicated}.")
+    missing = sorted(set(range(count)) - set(by_index))
+    if missing:
+        raise InvalidStoreError(f"Missing shards {missing} of {count} (found {sorted(by_index)}).")
+    return sorted(loaded, key=lambda item: item[2]["shard"]["index"])
