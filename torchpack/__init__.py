@@ -1,29 +1,58 @@
-"""torchpack: ImageFolder trees packed into one LMDB or HDF5 file, read fast and safely by PyTorch."""
+"""torchpack: ImageFolder trees packed into one LMDB or HDF5 file, read fast and safely by PyTorch.
 
-from torchpack.collate import SkipBadCollate
-from torchpack.convert import ConvertResult, convert
-from torchpack.datasets import HDF5ImageFolder, LMDBImageFolder, StackedBatch, StoreImageFolder
-from torchpack.decode import bytes_loader, from_tensor_decoder
-from torchpack.errors import BadSample, BadSampleError
-from torchpack.format import InvalidStoreError, UnsupportedVersionError
-from torchpack.workers import worker_init_fn
+Names are imported on first use, so converter worker processes (which only need
+``torchpack.ingest``) start without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BadSample",
-    "BadSampleError",
-    "ConvertResult",
-    "HDF5ImageFolder",
-    "InvalidStoreError",
-    "LMDBImageFolder",
-    "SkipBadCollate",
-    "StackedBatch",
-    "StoreImageFolder",
-    "UnsupportedVersionError",
-    "__version__",
-    "bytes_loader",
-    "convert",
-    "from_tensor_decoder",
-    "worker_init_fn",
-]
+_EXPORTS = {
+    "BadSample": "torchpack.errors",
+    "BadSampleError": "torchpack.errors",
+    "ConvertResult": "torchpack.convert",
+    "HDF5ImageFolder": "torchpack.datasets",
+    "InvalidStoreError": "torchpack.format",
+    "LMDBImageFolder": "torchpack.datasets",
+    "SkipBadCollate": "torchpack.collate",
+    "StackedBatch": "torchpack.datasets",
+    "StoreImageFolder": "torchpack.datasets",
+    "UnsupportedVersionError": "torchpack.format",
+    "bytes_loader": "torchpack.decode",
+    "convert": "torchpack.convert",
+    "export_store": "torchpack.export",
+    "from_tensor_decoder": "torchpack.decode",
+    "store_info": "torchpack.inspection",
+    "verify_store": "torchpack.inspection",
+    "worker_init_fn": "torchpack.workers",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from torchpack.collate import SkipBadCollate
+    from torchpack.convert import ConvertResult, convert
+    from torchpack.datasets import HDF5ImageFolder, LMDBImageFolder, StackedBatch, StoreImageFolder
+    from torchpack.decode import bytes_loader, from_tensor_decoder
+    from torchpack.errors import BadSample, BadSampleError
+    from torchpack.export import export_store
+    from torchpack.format import InvalidStoreError, UnsupportedVersionError
+    from torchpack.inspection import store_info, verify_store
+    from torchpack.workers import worker_init_fn
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torchpack' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
