@@ -7,6 +7,8 @@ Names are imported on first use, so converter worker processes (which only need
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "BadSample": "torchpack.errors",
     "BadSampleError": "torchpack.errors",
+    "BlockShuffleSampler": "torchpack.samplers",
     "ConvertResult": "torchpack.convert",
     "HDF5ImageFolder": "torchpack.datasets",
     "InvalidStoreError": "torchpack.format",
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from torchpack.export import export_store
     from torchpack.format import InvalidStoreError, UnsupportedVersionError
     from torchpack.inspection import store_info, verify_store
+    from torchpack.samplers import BlockShuffleSampler
     from torchpack.workers import worker_init_fn
 
 
@@ -56,3 +60,17 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Package(types.ModuleType):
+    """The ``torchpack`` module, keeping ``torchpack.convert`` the function, not the submodule."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing a submodule sets it as an attribute of its package: the first
+        # ``import torchpack.convert`` (say, by the CLI) would replace convert() with its module.
+        if isinstance(value, types.ModuleType) and name in _EXPORTS and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

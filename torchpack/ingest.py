@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zlib
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
 
 import lz4.block
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 __all__ = ["IngestOptions", "Ingested", "ingest_file", "ingest_files", "sniff_encoding"]
 
@@ -29,6 +30,12 @@ class IngestOptions:
         short_side: cap on the short side for ``"reencode"`` and ``"raw"`` (images are never enlarged).
         quality: JPEG quality for ``"reencode"``.
         raw_compression: ``"lz4"`` (block format, no size prefix) or ``"none"``.
+        load_truncated_images: Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` while checking.
+        max_image_pixels: Pillow's ``Image.MAX_IMAGE_PIXELS`` (the decompression-bomb limit) while checking.
+
+    The two Pillow settings default to those of the process that builds the options and are
+    applied in every worker process, so the check accepts exactly what ImageFolder would
+    accept in the process that converts.
     """
 
     storage: str = "encoded"
@@ -36,6 +43,8 @@ class IngestOptions:
     short_side: Optional[int] = None
     quality: int = 90
     raw_compression: str = "lz4"
+    load_truncated_images: bool = field(default_factory=lambda: bool(ImageFile.LOAD_TRUNCATED_IMAGES))
+    max_image_pixels: Optional[int] = field(default_factory=lambda: Image.MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -88,12 +97,24 @@ def _cap_short_side(image: Image.Image, short_side: Optional[int]) -> Image.Imag
     return image.resize(size, Image.Resampling.BILINEAR)
 
 
+@contextlib.contextmanager
+def _pillow_settings(options: IngestOptions) -> Iterator[None]:
+    # Worker processes start with Pillow's defaults, not the settings of the process that converts.
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = options.load_truncated_images, options.max_image_pixels
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = saved
+
+
 def ingest_file(path: str, options: IngestOptions) -> Ingested:
     """Read one file and return its stored form; read and decode failures are returned, never raised."""
     try:
         with open(path, "rb") as f:
             data = f.read()
-        return _ingest_bytes(data, options)
+        with _pillow_settings(options):
+            return _ingest_bytes(data, options)
     except Exception as exc:  # any decode failure only costs this one sample
         return Ingested(error_type=type(exc).__name__, error=str(exc) or repr(exc))
 

@@ -1,0 +1,56 @@
+"""The public API: a curated, sorted, complete ``torchpack.__all__``, imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import torchpack
+
+
+def test_all_is_sorted_and_complete():
+    assert torchpack.__all__ == sorted(torchpack.__all__)
+    assert len(set(torchpack.__all__)) == len(torchpack.__all__)
+    assert set(torchpack.__all__) == set(torchpack._EXPORTS) | {"__version__"}
+    assert sorted(dir(torchpack)) == torchpack.__all__
+
+
+@pytest.mark.parametrize("name", sorted(torchpack._EXPORTS))
+def test_every_public_name_resolves_and_is_documented(name):
+    value = getattr(torchpack, name)
+    module = importlib.import_module(torchpack._EXPORTS[name])
+    assert value is getattr(module, name)
+    assert not inspect.ismodule(value)
+    assert inspect.getdoc(value), f"torchpack.{name} has no docstring"
+
+
+def test_unknown_names_raise_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        torchpack.nope  # noqa: B018
+
+
+def test_convert_stays_the_function_after_its_module_is_imported():
+    module = importlib.import_module("torchpack.convert")
+    importlib.import_module("torchpack.cli")
+    # What the import system does on a submodule's first import; it must not shadow convert().
+    setattr(torchpack, "convert", module)
+    assert torchpack.convert is module.convert and callable(torchpack.convert)
+    from torchpack import convert
+
+    assert convert is module.convert
+
+
+@pytest.mark.parametrize("module", ["torchpack", "torchpack.ingest"])
+def test_importing_without_torch(module):
+    """Converter workers import only torchpack.ingest; starting them must not pay for importing torch."""
+    code = f"import {module}, sys; print('torch' in sys.modules, 'torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_version_is_a_string():
+    assert isinstance(torchpack.__version__, str) and torchpack.__version__.count(".") >= 1
