@@ -6,8 +6,10 @@ differ only in the backend that hands over a sample's stored bytes.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -15,8 +17,10 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
+import lz4.block
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.datasets.vision import VisionDataset
@@ -33,6 +37,14 @@ logger = logging.getLogger("torchpack")
 DECODE_MODES = ("pil", "tensor", "numpy")
 ON_ERROR = ("raise", "skip", "replace")
 _MAX_REPLACEMENT_TRIES = 64
+
+
+def _shared_counter() -> Any:
+    """A process-shared int64 that DataLoader workers of every start method can receive."""
+    # Made in the default (fork) context, its lock refuses to be sent to spawn or forkserver
+    # workers ("A SemLock created in a fork context is being shared with a process in a spawn
+    # context"); made for spawn, it also works in forked workers, which inherit it.
+    return multiprocessing.get_context("spawn").Value("q", 0)
 
 
 class _IntSequence(Sequence):
@@ -95,6 +107,18 @@ class _SampleSequence(Sequence):
         return f"<{len(self)} samples: {self[0] if len(self) else ''}, ...>"
 
 
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a DataLoader worker, in shared memory, as ``default_collate`` allocates.
+
+    A tensor that a worker sends is moved to shared memory anyway: allocating it there
+    saves that copy.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
 class StackedBatch(Sequence):
     """A batch of same-size raw samples read as one ``(N, C, H, W)`` uint8 tensor.
 
@@ -114,6 +138,10 @@ class StackedBatch(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return self.images[i], int(self.targets[i])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        # default_collate iterates a batch twice; unbind makes the views in one C++ call.
+        return zip(self.images.unbind(0), self.targets.tolist())
 
 
 class StoreImageFolder(ImageFolder):
@@ -167,7 +195,7 @@ class StoreImageFolder(ImageFolder):
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
-        self._index = load_store_index(root, self.backend)
+        self._index = load_store_index(self.root, self.backend)
         self.classes = self._index.classes
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.loader = loader
@@ -183,7 +211,7 @@ class StoreImageFolder(ImageFolder):
         self.imgs = self.samples
         self.targets = _IntSequence(self._index.targets if self._rows is None else self._index.targets[self._rows])
         self._compression = [h["storage"].get("raw_compression") for h in self._index.headers]
-        self._skipped = multiprocessing.Value("q", 0) if on_error != "raise" else None
+        self._skipped = _shared_counter() if on_error != "raise" else None
 
     def _select_rows(self, is_valid_file: Callable[[str], bool] | None, allow_empty: bool) -> np.ndarray | None:
         """Rows kept by ``is_valid_file`` (the converter already applied ImageFolder's extensions), and the empty-class rule."""
@@ -205,7 +233,7 @@ class StoreImageFolder(ImageFolder):
 
     def _reader(self, shard: int):
         options = {"readahead": self.readahead} if self._index.backend == "lmdb" else {}
-        return cached_reader(self._index.files[shard], self._index.backend, **options)
+        return cached_reader(self._index.files[shard], self._index.backend, self._index.identities[shard], **options)
 
     def open_handles(self) -> None:
         """Open this process's handles now (they otherwise open on first access)."""
@@ -222,7 +250,7 @@ class StoreImageFolder(ImageFolder):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state.get("_skipped") == "new":
-            state["_skipped"] = multiprocessing.Value("q", 0)
+            state["_skipped"] = _shared_counter()
         self.__dict__.update(state)
 
     # -- samples ------------------------------------------------------------------------------
@@ -283,9 +311,20 @@ class StoreImageFolder(ImageFolder):
         except Exception as exc:
             return self._bad_sample(index, row, exc)
 
+    def _rows_of(self, indices) -> np.ndarray:
+        """The rows of many indices at once (``_row`` for a whole batch, without a Python loop)."""
+        n = len(self)
+        positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+        positions = np.where(positions < 0, positions + n, positions)
+        outside = (positions < 0) | (positions >= n)
+        if outside.any():
+            index = indices[int(np.argmax(outside))]
+            raise IndexError(f"sample index {index} is out of range for {type(self).__name__} with {n} samples")
+        return positions if self._rows is None else self._rows[positions]
+
     def __getitems__(self, indices: list[int]) -> list[Any] | StackedBatch:
         """A whole DataLoader batch in one call: one batched read, then decode and transform each."""
-        rows = np.fromiter((self._row(i) for i in indices), dtype=np.int64, count=len(indices))
+        rows = self._rows_of(indices)
         if self._stackable(rows):
             try:
                 return self._stacked(rows)
@@ -295,6 +334,7 @@ class StoreImageFolder(ImageFolder):
 
     def _stackable(self, rows: np.ndarray) -> bool:
         index = self._index
+        first = rows[0] if len(rows) else 0
         return (
             self.decode == "tensor"
             and self.transform is None
@@ -303,23 +343,23 @@ class StoreImageFolder(ImageFolder):
             and len(rows) > 0
             and len(index.files) == 1
             and index.encodings == ["raw"]
-            and np.all(index.heights[rows] == index.heights[rows[0]])
-            and np.all(index.widths[rows] == index.widths[rows[0]])
+            and bool(np.all(index.heights[rows] == index.heights[first]))
+            and bool(np.all(index.widths[rows] == index.widths[first]))
+            and bool(np.all(index.channels[rows] == index.channels[first]))
         )
 
     def _stacked(self, rows: np.ndarray) -> StackedBatch:
+        # map() with C functions, not Python loops: the per-sample cost is what this path is for.
         index = self._index
-        chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
-        if self.check_crc and any(zlib.crc32(c) != int(crc) for c, crc in zip(chunks, index.crc32[rows])):
-            raise ValueError("checksum mismatch in batch")
         h, w, c = int(index.heights[rows[0]]), int(index.widths[rows[0]]), int(index.channels[rows[0]])
+        chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
+        if self.check_crc and list(map(zlib.crc32, chunks)) != index.crc32[rows].tolist():
+            raise ValueError("checksum mismatch in batch")
         if self._compression[0] == "lz4":
-            import lz4.block
-
-            chunks = [lz4.block.decompress(chunk, uncompressed_size=h * w * c) for chunk in chunks]
-        pixels = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(rows), h, w, c)
-        images = torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2)
-        return StackedBatch(images, torch.from_numpy(index.targets[rows].astype(np.int64)))
+            chunks = list(map(functools.partial(lz4.block.decompress, uncompressed_size=h * w * c), chunks))
+        images = _batch_tensor((len(rows), h, w, c))
+        images.numpy()[...] = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(rows), h, w, c)
+        return StackedBatch(images.permute(0, 3, 1, 2), torch.from_numpy(index.targets[rows].astype(np.int64)))
 
     # -- bad samples --------------------------------------------------------------------------
 
@@ -333,14 +373,15 @@ class StoreImageFolder(ImageFolder):
         logger.warning("torchpack: skipped bad sample %d (%s): %s: %s", index, path, type(exc).__name__, exc)
         if self.on_error == "skip":
             return BadSample(index, path, f"{type(exc).__name__}: {exc}")
-        for step in range(1, min(_MAX_REPLACEMENT_TRIES, len(self))):
+        tries = min(_MAX_REPLACEMENT_TRIES, len(self)) - 1
+        for step in range(1, tries + 1):
             candidate = (index + step) % len(self)
             try:
                 return self._load(self._row(candidate))
             except Exception:
                 self._count_skipped()
         raise BadSampleError(
-            f"Sample {index} ({path}) could not be loaded, nor any of the {_MAX_REPLACEMENT_TRIES - 1} samples after it."
+            f"Sample {index} ({path}) could not be loaded, nor any of the {tries} samples after it."
         ) from exc
 
     def _count_skipped(self) -> None:

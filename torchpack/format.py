@@ -131,6 +131,8 @@ def decode_index(data: bytes | memoryview, header: dict[str, Any], source: str, 
     """
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        # Full validation checks offsets and UTF-8, which reading IPC bytes does not.
+        table.validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise InvalidStoreError(f"{source}: the sample index is damaged ({exc}).") from exc
     if not table.schema.equals(INDEX_SCHEMA):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpack.format import InvalidStoreError, column_array
-from torchpack.workers import borrowed_reader
+from torchpack.workers import FileIdentity, borrowed_reader, file_identity
 
 __all__ = ["StoreIndex", "StoreRoot", "load_store_index", "resolve_store_files"]
 
@@ -77,6 +77,7 @@ class StoreIndex:
     widths: np.ndarray
     channels: np.ndarray
     shard_starts: np.ndarray  # global row of each shard's first sample
+    identities: list[FileIdentity] = field(default_factory=list)  # of each file, when indexed
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -99,8 +100,9 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
     """
     files = resolve_store_files(root)
     loaded = []
+    identities = {path: file_identity(path) for path in files}
     for path in files:
-        with borrowed_reader(path, backend) as reader:
+        with borrowed_reader(path, backend, identities[path]) as reader:
             header = reader.read_header()
             loaded.append((path, reader.backend, header, reader.read_index(header)))
     if len(loaded) > 1:
@@ -134,6 +136,7 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
         widths=column_array(table, "width"),
         channels=column_array(table, "channels"),
         shard_starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+        identities=[identities[item[0]] for item in loaded],
     )
 
 

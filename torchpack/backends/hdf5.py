@@ -49,14 +49,23 @@ class HDF5Reader(StoreReader):
             self._file = h5py.File(path, "r", locking=False)
         except OSError as exc:
             raise InvalidStoreError(f"{path}: cannot open as an HDF5 store ({exc}).") from exc
+        try:
+            self._open_datasets()
+        except InvalidStoreError:
+            self.close()
+            raise
+        except (KeyError, RuntimeError, ValueError, TypeError, OSError) as exc:
+            # h5py reports damaged object headers and heaps as any of these.
+            self.close()
+            raise InvalidStoreError(f"{path}: damaged HDF5 store ({type(exc).__name__}: {exc}).") from exc
+
+    def _open_datasets(self) -> None:
         for name in (HEADER, INDEX, DATA):
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
-                self.close()
-                raise InvalidStoreError(f"{path}: an HDF5 file without the dataset /{name} (not a torchpack store).")
+                raise InvalidStoreError(f"{self.path}: an HDF5 file without the dataset /{name} (not a torchpack store).")
         data = self._file[DATA]
         if data.dtype != np.uint8 or data.ndim != 1:
-            self.close()
-            raise InvalidStoreError(f"{path}: /{DATA} is not a 1-D uint8 dataset.")
+            raise InvalidStoreError(f"{self.path}: /{DATA} is not a 1-D uint8 dataset.")
         self.data_size = int(data.shape[0])
         self._open_data(data)
 
@@ -80,7 +89,7 @@ class HDF5Reader(StoreReader):
     def _read_dataset(self, name: str) -> bytes:
         try:
             return self._file[name][()].tobytes()
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise InvalidStoreError(f"{self.path}: cannot read /{name} ({exc}).") from exc
 
     def read_header(self) -> dict[str, Any]:
@@ -134,10 +143,15 @@ class HDF5Writer(StoreWriter):
         self._pending.append(data)
 
     def commit(self) -> int:
-        self._data.write(b"".join(self._pending))
-        self._pending.clear()
-        self._data.flush()
-        os.fsync(self._data.fileno())
+        try:
+            self._data.write(b"".join(self._pending))
+            self._pending.clear()
+            self._data.flush()
+            os.fsync(self._data.fileno())
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"Writing {self.data_path} failed: {exc.strerror} (is the disk full, or a file size limit reached?)"
+            ) from exc
         return self._data.tell()
 
     def truncate(self, num_rows: int, data_size: int) -> None:

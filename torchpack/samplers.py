@@ -1,0 +1,121 @@
+"""Locality-aware sampling: shuffle blocks of neighbouring samples, then within blocks."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sized
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = ["BlockShuffleSampler"]
+
+
+class BlockShuffleSampler(Sampler[int]):
+    """Shuffle blocks of ``block_size`` neighbouring indices, then the indices within each block.
+
+    A fully random permutation of a store larger than RAM turns every read into a random
+    disk read. Here the order of the blocks is random and so is the order inside a block,
+    but one block is read whole before the next, so reads stay on neighbouring pages of
+    the store (sequential I/O, and each page fetched once) while batches still mix
+    samples from across the dataset once ``block_size`` is small against the epoch.
+
+    It is a drop-in for ``torch.utils.data.DistributedSampler``: with ``num_replicas``
+    ranks every epoch is split into equal parts that together cover every index exactly
+    once (padded with repeated indices unless ``drop_last``), and all ranks must call
+    :meth:`set_epoch` with the same epoch. Each rank gets a contiguous run of whole blocks,
+    so a rank's reads stay local too.
+
+    Example::
+
+        sampler = torchpack.BlockShuffleSampler(dataset, block_size=1024)  # rank and size from torch.distributed
+        loader = DataLoader(dataset, batch_size=256, sampler=sampler, num_workers=8)
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            for images, targets in loader:
+                ...
+
+    Args:
+        dataset: anything with a length (only ``len(dataset)`` is used).
+        num_replicas: number of ranks (default: the ``torch.distributed`` world size, else 1).
+        rank: this rank (default: the ``torch.distributed`` rank, else 0).
+        shuffle: shuffle blocks and indices; if False, indices come in order (like
+            ``DistributedSampler(shuffle=False)``, but split in contiguous runs).
+        seed: base of the random order; every rank must use the same seed.
+        drop_last: drop the tail that does not divide evenly across ranks instead of padding.
+        block_size: neighbouring indices per block; larger is more sequential, smaller is more random.
+
+    Raises:
+        ValueError: ``rank``, ``num_replicas`` or ``block_size`` is out of range.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        block_size: int = 1024,
+    ) -> None:
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if num_replicas < 1:
+            raise ValueError(f"`num_replicas` must be >= 1, got {num_replicas}.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}], got {rank}.")
+        if block_size < 1:
+            raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+        self.dataset = dataset
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.block_size = block_size
+        self.epoch = 0
+        size = len(dataset)
+        if drop_last and size % num_replicas:
+            self.num_samples = size // num_replicas
+        else:
+            self.num_samples = math.ceil(size / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` on the next iteration (call it on every rank, before each epoch)."""
+        self.epoch = epoch
+
+    def global_order(self) -> torch.Tensor:
+        """This epoch's order of all indices, before it is padded or split across ranks."""
+        size = len(self.dataset)
+        if not self.shuffle:
+            return torch.arange(size)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        num_blocks = math.ceil(size / self.block_size)
+        starts = torch.randperm(num_blocks, generator=generator) * self.block_size
+        lengths = torch.clamp(size - starts, max=self.block_size)
+        # Index j of the result lies in block number block_of[j], at position within[j] of that block.
+        block_of = torch.repeat_interleave(torch.arange(num_blocks), lengths)
+        within = torch.arange(size) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        # Shuffle inside every block at once: sort by (block, random key).
+        keys = torch.rand(size, generator=generator, dtype=torch.float64) + block_of.to(torch.float64)
+        order = torch.argsort(keys)
+        return (starts[block_of] + within)[order]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.global_order()
+        if self.drop_last:
+            indices = indices[: self.total_size]
+        elif self.total_size > len(indices):
+            padding = self.total_size - len(indices)
+            indices = torch.cat([indices, indices.repeat(math.ceil(padding / max(len(indices), 1)))[:padding]])
+        mine = indices[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
+        return iter(mine.tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
