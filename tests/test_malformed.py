@@ -33,6 +33,15 @@ from torchpack.format import INDEX_SCHEMA, InvalidStoreError, UnsupportedVersion
 
 CHILD_TIMEOUT = 240
 
+
+@pytest.fixture
+def own_stores(small_stores, tmp_path):
+    """Private copies of the session's stores: other tests keep the originals open in this
+    process, and py-lmdb (and HDF5 with other locking flags) refuse a second open."""
+    folder = tmp_path / "own"
+    folder.mkdir()
+    return {b: shutil.copy(path, folder / os.path.basename(path)) for b, path in small_stores.items()}
+
 #: Opens each file as the trainer would and reports what happened, one JSON line per file.
 CHILD_SCRIPT = """
 import json, sys
@@ -178,8 +187,8 @@ def mutations(backend: str, store: str, out: pathlib.Path) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_damaged_stores_give_clear_errors_never_crashes(backend, small_stores, tmp_path):
-    files = mutations(backend, small_stores[backend], tmp_path)
+def test_damaged_stores_give_clear_errors_never_crashes(backend, own_stores, tmp_path):
+    files = mutations(backend, own_stores[backend], tmp_path)
     outcomes, crashes = open_in_children(backend, files, tmp_path)
     assert not crashes, f"children died or hung on: {crashes}"
     assert sorted(outcomes) == sorted(files)
@@ -187,7 +196,7 @@ def test_damaged_stores_give_clear_errors_never_crashes(backend, small_stores, t
     assert not unexpected, "\n".join(f"{os.path.basename(f)}: {o}" for f, o in sorted(unexpected.items()))
     # The LMDB writer ends the file with zeros past LMDB's last page (see lmdb._pad_tail); cutting
     # those off loses nothing, so only cuts before LMDB's last page must be refused.
-    whole = check_lmdb_file(small_stores[backend]) if backend == "lmdb" else os.path.getsize(small_stores[backend])
+    whole = check_lmdb_file(own_stores[backend]) if backend == "lmdb" else os.path.getsize(own_stores[backend])
     for path, outcome in outcomes.items():
         name = os.path.basename(path)
         if name.startswith("truncated-") and int(re.findall(r"\d+", name)[0]) < whole or name.startswith(("empty", "random")):
@@ -212,12 +221,12 @@ def _wrong_version_store(backend: str, store: str, dst: str, version: str) -> st
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_newer_format_version_is_refused_and_minor_versions_are_read(backend, small_stores, tmp_path):
-    newer = _wrong_version_store(backend, small_stores[backend], str(tmp_path / f"v2{EXTENSION[backend]}"), "2.0")
+def test_newer_format_version_is_refused_and_minor_versions_are_read(backend, own_stores, tmp_path):
+    newer = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v2{EXTENSION[backend]}"), "2.0")
     with pytest.raises(UnsupportedVersionError, match="store format version '2.0' is not supported"):
         dataset_class(backend)(newer)
-    minor = _wrong_version_store(backend, small_stores[backend], str(tmp_path / f"v1_7{EXTENSION[backend]}"), "1.7")
-    assert len(dataset_class(backend)(minor)) == len(dataset_class(backend)(small_stores[backend]))
+    minor = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v1_7{EXTENSION[backend]}"), "1.7")
+    assert len(dataset_class(backend)(minor)) == len(dataset_class(backend)(own_stores[backend]))
     report = torchpack.verify_store(newer)
     assert not report.ok and "not supported" in report.problems[0]["problem"]
 
@@ -256,13 +265,13 @@ class _Payload:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("place", ["header", "index", "sample"])
-def test_planted_pickle_never_runs(backend, place, small_stores, tmp_path, capsys):
+def test_planted_pickle_never_runs(backend, place, own_stores, tmp_path, capsys):
     payload = pickle.dumps(_Payload(str(tmp_path / "control")))
     pickle.loads(payload)  # the payload really works when unpickled ...
     assert (tmp_path / "control").exists()
     marker = tmp_path / "owned"
     payload = pickle.dumps(_Payload(str(marker)))
-    header, index, samples = store_parts(small_stores[backend])
+    header, index, samples = store_parts(own_stores[backend])
     header_bytes, index_bytes = encode_header(header), encode_index(index)
     if place == "header":
         header_bytes = payload

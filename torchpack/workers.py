@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Tuple
 
 from torch.utils.data import get_worker_info
 
-from torchpack.backends import StoreReader, open_reader
+from torchpack.backends import StoreReader, check_backend, open_reader
 from torchpack.format import InvalidStoreError
 
 __all__ = ["borrowed_reader", "cached_reader", "file_identity", "worker_init_fn"]
@@ -91,6 +91,7 @@ def borrowed_reader(
     """A reader for a short look at a store: this process's cached one, else a temporary one closed after."""
     reader = _current_readers().get((path, _current_identity(path) if identity is None else identity))
     if reader is not None:
+        check_backend(path, reader.backend, backend)
         yield reader
         return
     reader = open_reader(path, backend, **options)

@@ -7,7 +7,16 @@ import os
 from torchpack.backends.base import StoreReader, StoreWriter
 from torchpack.format import InvalidStoreError
 
-__all__ = ["BACKENDS", "StoreReader", "StoreWriter", "backend_for_destination", "detect_backend", "open_reader", "writer_class"]
+__all__ = [
+    "BACKENDS",
+    "StoreReader",
+    "StoreWriter",
+    "backend_for_destination",
+    "check_backend",
+    "detect_backend",
+    "open_reader",
+    "writer_class",
+]
 
 BACKENDS = ("lmdb", "hdf5")
 _EXTENSIONS = {".lmdb": "lmdb", ".mdb": "lmdb", ".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5"}
@@ -83,9 +92,14 @@ def open_reader(path: str | os.PathLike, expected_backend: str | None = None, **
         InvalidStoreError: not a store of ``expected_backend`` (when given), or damaged.
     """
     backend = detect_backend(path)
+    check_backend(path, backend, expected_backend)
+    return reader_class(backend)(os.fspath(path), **options)
+
+
+def check_backend(path: str | os.PathLike, backend: str, expected_backend: str | None) -> None:
+    """Raise a clear error when a store of ``backend`` is opened as one of ``expected_backend``."""
     if expected_backend is not None and backend != expected_backend:
         raise InvalidStoreError(
             f"{os.fspath(path)} is an {backend.upper()} store; open it with the "
             f"{'LMDBImageFolder' if backend == 'lmdb' else 'HDF5ImageFolder'} dataset."
         )
-    return reader_class(backend)(os.fspath(path), **options)
