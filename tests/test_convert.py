@@ -186,16 +186,16 @@ def test_failed_finish_leaves_nothing_and_resumes(backend, small_tree, tmp_path,
 
 _SLOW_CONVERT = """
 import importlib, sys, time
-convert = importlib.import_module("torchpack.convert")  # the module; torchpack.convert is the function
+converter = importlib.import_module("torchpack.converter")
 
-real = convert.ingest_files
+real = converter.ingest_files
 
 def slow(paths, options):
     time.sleep(0.5)
     return real(paths, options)
 
-convert.ingest_files = slow
-convert.convert(sys.argv[1], sys.argv[2], workers=0, commit_every=2)
+converter.ingest_files = slow
+converter.convert(sys.argv[1], sys.argv[2], workers=0, commit_every=2)
 print("finished")
 """
 

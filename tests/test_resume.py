@@ -58,7 +58,7 @@ def assert_same_store(path: str, reference: tuple[dict, object, list[bytes]]) ->
 #: would wait on forever) makes a conversion start at once, without importing torch again.
 CONVERTER_SERVER = """
 import json, os, sys
-from torchpack.convert import convert
+from torchpack.converter import convert
 for line in sys.stdin:
     src, dst, resume = json.loads(line)
     pid = os.fork()

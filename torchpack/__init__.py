@@ -7,8 +7,6 @@ Names are imported on first use, so converter worker processes (which only need
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -17,7 +15,7 @@ _EXPORTS = {
     "BadSample": "torchpack.errors",
     "BadSampleError": "torchpack.errors",
     "BlockShuffleSampler": "torchpack.samplers",
-    "ConvertResult": "torchpack.convert",
+    "ConvertResult": "torchpack.converter",
     "HDF5ImageFolder": "torchpack.datasets",
     "InvalidStoreError": "torchpack.format",
     "LMDBImageFolder": "torchpack.datasets",
@@ -26,7 +24,7 @@ _EXPORTS = {
     "StoreImageFolder": "torchpack.datasets",
     "UnsupportedVersionError": "torchpack.format",
     "bytes_loader": "torchpack.decode",
-    "convert": "torchpack.convert",
+    "convert": "torchpack.converter",
     "export_store": "torchpack.export",
     "from_tensor_decoder": "torchpack.decode",
     "store_info": "torchpack.inspection",
@@ -38,7 +36,7 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from torchpack.collate import SkipBadCollate
-    from torchpack.convert import ConvertResult, convert
+    from torchpack.converter import ConvertResult, convert
     from torchpack.datasets import HDF5ImageFolder, LMDBImageFolder, StackedBatch, StoreImageFolder
     from torchpack.decode import bytes_loader, from_tensor_decoder
     from torchpack.errors import BadSample, BadSampleError
@@ -61,16 +59,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-class _Package(types.ModuleType):
-    """The ``torchpack`` module, keeping ``torchpack.convert`` the function, not the submodule."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Importing a submodule sets it as an attribute of its package: the first
-        # ``import torchpack.convert`` (say, by the CLI) would replace convert() with its module.
-        if isinstance(value, types.ModuleType) and name in _EXPORTS and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -32,7 +32,7 @@ def _print_json(data: Any) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from torchpack.convert import convert
+    from torchpack.converter import convert
 
     result = convert(
         args.src,
