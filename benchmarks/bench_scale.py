@@ -87,7 +87,8 @@ def build_store(backend: str, path: str, num_samples: int) -> float:
         "source": {"files": n, "bytes": n * len(TINY_PNG)},
         "bad_files": [],
     }
-    built = writer.finish(encode_header(header), encode_index(index), data_size)
+    index_bytes = encode_index(index)
+    built = writer.finish(encode_header(header, index_bytes), index_bytes, data_size)
     os.replace(built, path)
     shutil.rmtree(staging)
     return time.perf_counter() - started

@@ -22,10 +22,10 @@ from torchvision.transforms import v2
 
 import torchpack
 from conftest import BACKENDS, EXTENSION, dataset_class, photo_like, save
-from torchpack.backends.hdf5 import INDEX
-from torchpack.backends.lmdb import INDEX_KEY
+from torchpack.backends.hdf5 import HEADER, INDEX
+from torchpack.backends.lmdb import HEADER_KEY, INDEX_KEY
 from torchpack.cli import main
-from torchpack.format import encode_index
+from torchpack.format import encode_header, encode_index
 
 
 def pixels(image) -> np.ndarray:
@@ -158,19 +158,23 @@ def tiny_store(tmp_path, backend: str) -> str:
 
 
 def rewrite_path(store: str, backend: str, row: int, path: str) -> None:
-    """Replace one stored path in a store's Arrow index, keeping the row count the header states."""
+    """Replace one stored path in a store's Arrow index, resealing the header as a crafty author would."""
     if backend == "lmdb":
         env = lmdb.open(store, subdir=False, lock=False, readahead=False)
         try:
             with env.begin(write=True) as txn:
-                txn.put(INDEX_KEY, _with_path(txn.get(INDEX_KEY), row, path))
+                index = _with_path(txn.get(INDEX_KEY), row, path)
+                txn.put(INDEX_KEY, index)
+                txn.put(HEADER_KEY, encode_header(json.loads(txn.get(HEADER_KEY)), index))
         finally:
             env.close()
     else:
         with h5py.File(store, "r+") as f:
             index = _with_path(f[INDEX][()].tobytes(), row, path)
-            del f[INDEX]
-            f.create_dataset(INDEX, data=np.frombuffer(index, dtype=np.uint8))
+            header = encode_header(json.loads(f[HEADER][()].tobytes()), index)
+            for name, data in ((INDEX, index), (HEADER, header)):
+                del f[name]
+                f.create_dataset(name, data=np.frombuffer(data, dtype=np.uint8))
 
 
 def _with_path(data: bytes, row: int, path: str) -> bytes:

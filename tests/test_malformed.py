@@ -142,7 +142,7 @@ def regions(backend: str, path: str) -> dict[str, tuple[int, int]]:
                      (("header", HEADER), ("index", INDEX), ("data", DATA))}
         return spans
     spans = {}
-    for name, needle in (("header", encode_header(header)), ("index", encode_index(index)), ("data", samples[len(samples) // 2])):
+    for name, needle in (("header", encode_header(header, encode_index(index))), ("index", encode_index(index)), ("data", samples[len(samples) // 2])):
         start = blob.find(needle[:64])
         assert start > 0, f"cannot find the {name} in {path}"
         spans[name] = (start, start + len(needle))
@@ -217,7 +217,8 @@ def test_damaged_stores_give_clear_errors_never_crashes(backend, own_stores, tmp
 def _wrong_version_store(backend: str, store: str, dst: str, version: str) -> str:
     header, index, samples = store_parts(store)
     header["format_version"] = version
-    return build_store(backend, dst, encode_header(header), encode_index(index), samples)
+    index_bytes = encode_index(index)
+    return build_store(backend, dst, encode_header(header, index_bytes), index_bytes, samples)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -272,14 +273,14 @@ def test_planted_pickle_never_runs(backend, place, own_stores, tmp_path, capsys)
     marker = tmp_path / "owned"
     payload = pickle.dumps(_Payload(str(marker)))
     header, index, samples = store_parts(own_stores[backend])
-    header_bytes, index_bytes = encode_header(header), encode_index(index)
-    if place == "header":
-        header_bytes = payload
-    elif place == "index":
+    index_bytes = encode_index(index)
+    if place == "index":
         index_bytes = payload
-    else:
+    elif place == "sample":
         samples[0] = payload
         index_bytes = index_for(index, samples)
+    # Sealed with the payload's checksums, so the reader gets past them to the payload itself.
+    header_bytes = payload if place == "header" else encode_header(header, index_bytes)
     store = build_store(backend, str(tmp_path / f"hostile{EXTENSION[backend]}"), header_bytes, index_bytes, samples)
     if place == "sample":
         dataset = dataset_class(backend)(store, on_error="raise")
@@ -313,3 +314,22 @@ def test_package_has_no_unpickling_or_eval():
     assert len(sources) > 10
     offending = {str(p.relative_to(package)): forbidden.findall(p.read_text()) for p in sources}
     assert not {p: found for p, found in offending.items() if found}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("part", ["header", "index"])
+def test_metadata_damage_that_still_parses_is_caught_by_its_checksum(backend, part, own_stores, tmp_path):
+    """A changed letter in a class name or a path parses fine; only the checksums can tell."""
+    header, index, samples = store_parts(own_stores[backend])
+    index_bytes = encode_index(index)
+    header_bytes = encode_header(header, index_bytes)
+    if part == "header":
+        header_bytes = header_bytes.replace(b'"class0"', b'"clasz0"', 1)
+    else:
+        first = index.column("path")[0].as_py().encode()
+        index_bytes = index_bytes.replace(first, first[:-1] + b"x", 1)
+    assert header_bytes != encode_header(header, encode_index(index)) or index_bytes != encode_index(index)
+    store = build_store(backend, str(tmp_path / f"damaged{EXTENSION[backend]}"), header_bytes, index_bytes, samples)
+    with pytest.raises(InvalidStoreError, match=f"{part} is damaged"):
+        dataset_class(backend)(store)
+    assert not torchpack.verify_store(store).ok

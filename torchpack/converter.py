@@ -287,7 +287,8 @@ def _convert_shard(
         with open(os.path.join(staging, _JOURNAL), "a", encoding="utf-8") as journal:
             _ingest_range(tree, shard, options, pool, bar, writer, journal, progress, commit_every)
         header = _header(tree, shard, backend, options, progress)
-        built = writer.finish(encode_header(header), encode_index(_index_table(progress.rows)), progress.data_size)
+        index = encode_index(_index_table(progress.rows))
+        built = writer.finish(encode_header(header, index), index, progress.data_size)
     except BaseException:
         writer.abort()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ REQUIRED_HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
     "num_samples": int,
     "storage": dict,
     "shard": dict,
+    "index_crc32": int,
 }
 
 
@@ -66,9 +68,22 @@ def sample_key(row: int) -> bytes:
     return row.to_bytes(8, "big")
 
 
-def encode_header(header: dict[str, Any]) -> bytes:
-    """Serialize a header to UTF-8 JSON."""
-    return json.dumps(header, ensure_ascii=False, sort_keys=True).encode("utf-8")
+def encode_header(header: dict[str, Any], index: bytes | None = None) -> bytes:
+    """Serialize a header to UTF-8 JSON, sealed with checksums of itself and of ``index``.
+
+    ``index_crc32`` is the CRC-32 of the index bytes (kept from ``header`` when ``index`` is
+    None); ``header_crc32`` covers the header's canonical JSON without that field. Together
+    they turn damage in the metadata into an error instead of silently wrong labels or paths.
+    """
+    header = {k: v for k, v in header.items() if k != "header_crc32"}
+    if index is not None:
+        header["index_crc32"] = zlib.crc32(index)
+    header["header_crc32"] = zlib.crc32(_canonical_json(header))
+    return _canonical_json(header)
+
+
+def _canonical_json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
 def decode_header(data: bytes | memoryview, source: str) -> dict[str, Any]:
@@ -94,6 +109,9 @@ def decode_header(data: bytes | memoryview, source: str) -> dict[str, Any]:
             f"(it reads format {FORMAT_VERSION} and other {SUPPORTED_MAJOR_VERSIONS[-1]}.x versions); "
             "upgrade torchpack to read it."
         )
+    sealed = header.pop("header_crc32", None)
+    if sealed != zlib.crc32(_canonical_json(header)):
+        raise InvalidStoreError(f"{source}: the store header is damaged (its checksum does not match).")
     for field, kind in REQUIRED_HEADER_FIELDS.items():
         if not isinstance(header.get(field), kind) or isinstance(header.get(field), bool):
             raise InvalidStoreError(f"{source}: the store header has no valid {field!r} field.")
@@ -129,6 +147,8 @@ def decode_index(data: bytes | memoryview, header: dict[str, Any], source: str, 
     Raises:
         InvalidStoreError: the index is damaged or disagrees with the header.
     """
+    if zlib.crc32(data) != header["index_crc32"]:
+        raise InvalidStoreError(f"{source}: the sample index is damaged (its checksum does not match the header's).")
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
         # Full validation checks offsets and UTF-8, which reading IPC bytes does not.
