@@ -131,9 +131,14 @@ def _major_version(version: Any, source: str) -> int:
 
 
 def encode_index(table: pa.Table) -> bytes:
-    """Serialize the sample index as Arrow IPC stream bytes."""
+    """Serialize the sample index as Arrow IPC stream bytes, buffers LZ4-compressed.
+
+    Compression (Arrow's own IPC option, read transparently by any Arrow reader) makes the
+    index about 2.5x smaller, which keeps an LMDB store no larger than its tree.
+    """
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, INDEX_SCHEMA) as writer:
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, INDEX_SCHEMA, options=options) as writer:
         writer.write_table(table.cast(INDEX_SCHEMA))
     return sink.getvalue().to_pybytes()
 
