@@ -212,6 +212,9 @@ class StoreImageFolder(ImageFolder):
         self.targets = _IntSequence(self._index.targets if self._rows is None else self._index.targets[self._rows])
         self._compression = [h["storage"].get("raw_compression") for h in self._index.headers]
         self._skipped = _shared_counter() if on_error != "raise" else None
+        self._uniform_raw: bool | None = None  # decided on the first stacked batch
+        self._readers: list = []
+        self._readers_pid: int | None = None
 
     def _select_rows(self, is_valid_file: Callable[[str], bool] | None, allow_empty: bool) -> np.ndarray | None:
         """Rows kept by ``is_valid_file`` (the converter already applied ImageFolder's extensions), and the empty-class rule."""
@@ -232,8 +235,17 @@ class StoreImageFolder(ImageFolder):
     # -- handles ------------------------------------------------------------------------------
 
     def _reader(self, shard: int):
-        options = {"readahead": self.readahead} if self._index.backend == "lmdb" else {}
-        return cached_reader(self._index.files[shard], self._index.backend, self._index.identities[shard], **options)
+        # The readers this process uses, remembered with the pid that opened them: a forked
+        # worker sees another pid and fetches its own; pickling drops them (__getstate__).
+        pid = os.getpid()
+        if self._readers_pid != pid:
+            self._readers, self._readers_pid = [None] * len(self._index.files), pid
+        reader = self._readers[shard]
+        if reader is None:
+            options = {"readahead": self.readahead} if self._index.backend == "lmdb" else {}
+            index = self._index
+            reader = self._readers[shard] = cached_reader(index.files[shard], index.backend, index.identities[shard], **options)
+        return reader
 
     def open_handles(self) -> None:
         """Open this process's handles now (they otherwise open on first access)."""
@@ -242,6 +254,7 @@ class StoreImageFolder(ImageFolder):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_readers"], state["_readers_pid"] = [], None
         # A shared counter may only cross into a process being started (DataLoader workers);
         # an ordinary pickle gets a fresh one.
         if state.get("_skipped") is not None and multiprocessing.context.get_spawning_popen() is None:
@@ -259,7 +272,7 @@ class StoreImageFolder(ImageFolder):
         return len(self._index) if self._rows is None else len(self._rows)
 
     def _row(self, index: int) -> int:
-        n = len(self)
+        n = len(self._index.targets) if self._rows is None else len(self._rows)
         if index < 0:
             index += n
         if not 0 <= index < n:
@@ -287,8 +300,11 @@ class StoreImageFolder(ImageFolder):
         if self.loader is not bytes_loader:
             return self.loader(io.BytesIO(bytes(data)))
         encoding = index.encodings[index.encoding_codes[row]]
-        shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
-        compression = self._compression[index.locate(row)[0]] if encoding == "raw" else None
+        if encoding == "raw":
+            shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
+            compression = self._compression[index.locate(row)[0]]
+        else:
+            shape, compression = (0, 0, 0), None
         if self.decode == "pil":
             return decode_pil(data, encoding, self.decode_size, shape, compression)
         pixels = decode_array(data, encoding, self.decode_size, shape, compression)
@@ -352,14 +368,39 @@ class StoreImageFolder(ImageFolder):
         # map() with C functions, not Python loops: the per-sample cost is what this path is for.
         index = self._index
         h, w, c = int(index.heights[rows[0]]), int(index.widths[rows[0]]), int(index.channels[rows[0]])
-        chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
+        images = _batch_tensor((len(rows), h, w, c))
+        flat = images.numpy().reshape(len(rows), h * w * c)
+        table = self._sample_table(h * w * c)
+        if table is not None:
+            np.take(table, rows, axis=0, out=flat)  # one gather straight from the map, no per-sample call
+            chunks = flat
+        else:
+            chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
         if self.check_crc and list(map(zlib.crc32, chunks)) != index.crc32[rows].tolist():
             raise ValueError("checksum mismatch in batch")
-        if self._compression[0] == "lz4":
-            chunks = list(map(functools.partial(lz4.block.decompress, uncompressed_size=h * w * c), chunks))
-        images = _batch_tensor((len(rows), h, w, c))
-        images.numpy()[...] = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(rows), h, w, c)
+        if table is None:
+            if self._compression[0] == "lz4":
+                chunks = list(map(functools.partial(lz4.block.decompress, uncompressed_size=h * w * c), chunks))
+            flat[...] = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(flat.shape)
         return StackedBatch(images.permute(0, 3, 1, 2), torch.from_numpy(index.targets[rows].astype(np.int64)))
+
+    def _sample_table(self, sample_size: int) -> np.ndarray | None:
+        """The data region as a 2-D ``(samples, sample_size)`` view, for uncompressed same-size raw
+        samples stored back to back in a backend with contiguous data (HDF5); else None."""
+        if self._uniform_raw is None:
+            index = self._index
+            offsets, lengths = index.offsets, index.lengths
+            self._uniform_raw = (
+                self._compression[0] == "none"
+                and bool(np.all(lengths == sample_size))
+                and bool(np.all(offsets == offsets[0] + np.arange(len(offsets), dtype=np.int64) * sample_size))
+            )
+        view = self._reader(0).data_view() if self._uniform_raw else None
+        if view is None:
+            return None
+        count = len(self._index)
+        start = int(self._index.offsets[0])
+        return np.frombuffer(view, dtype=np.uint8, count=count * sample_size, offset=start).reshape(count, sample_size)
 
     # -- bad samples --------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def _pillow_rgb(data, size: DecodeSize) -> Image.Image:
 def _raw_array(data, height: int, width: int, channels: int, compression: Optional[str]) -> np.ndarray:
     nbytes = height * width * channels
     if compression == "lz4":
-        data = lz4.block.decompress(data, uncompressed_size=nbytes)
+        data = lz4.block.decompress(data, uncompressed_size=nbytes, return_bytearray=True)  # writable: no copy later
     pixels = np.frombuffer(data, dtype=np.uint8)
     if pixels.size != nbytes:
         raise ValueError(f"raw sample holds {pixels.size} bytes, expected {height}x{width}x{channels}")

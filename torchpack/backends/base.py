@@ -35,6 +35,10 @@ class StoreReader(abc.ABC):
         """The stored bytes of several samples, in the order given."""
         return [self.read(int(r), int(o), int(n)) for r, o, n in zip(rows, offsets, lengths)]
 
+    def data_view(self) -> memoryview | None:
+        """All samples' bytes as one zero-copy view, where the backend keeps them contiguous (else None)."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the file; the reader cannot be used afterwards."""

@@ -108,6 +108,9 @@ class HDF5Reader(StoreReader):
         except (OSError, RuntimeError) as exc:
             raise InvalidStoreError(f"{self.path}: cannot read sample {row} ({exc}).") from exc
 
+    def data_view(self) -> memoryview | None:
+        return self._view
+
     def close(self) -> None:
         if self._view is not None:
             self._view.release()
