@@ -27,6 +27,23 @@ def save(image: Image.Image, path: str, **kwargs) -> None:
     image.save(path, **kwargs)
 
 
+def damage_sample(store: str, data: bytes) -> None:
+    """Flip one byte in the middle of a sample's stored bytes, in the store file.
+
+    Every copy is damaged: LMDB copies a page on write, so a stale copy of a small sample can
+    remain in a free page beside the live one.
+    """
+    with open(store, "r+b") as f:
+        content = f.read()
+        start = content.find(data)
+        assert start >= 0
+        while start >= 0:
+            position = start + len(data) // 2
+            f.seek(position)
+            f.write(bytes([content[position] ^ 0xFF]))
+            start = content.find(data, start + 1)
+
+
 def make_parity_tree(root: str) -> str:
     """Every kind of file the parity tests need: RGB/gray/CMYK/progressive JPEG, palette and
     alpha PNG, nested subfolders, an empty class and unicode names."""

@@ -15,7 +15,7 @@ import pytest
 from torchvision.datasets import ImageFolder
 
 import torchpack
-from conftest import BACKENDS, EXTENSION, dataset_class
+from conftest import BACKENDS, EXTENSION, damage_sample, dataset_class
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 300
@@ -51,23 +51,6 @@ def losses(output: str, steps: int) -> list[float]:
     values = [float(loss) for _, loss, _ in found]
     assert all(math.isfinite(v) and v > 0 for v in values), output
     return values
-
-
-def damage_sample(store: str, data: bytes) -> None:
-    """Flip one byte in the middle of a sample's stored bytes, in the store file.
-
-    Every copy is damaged: LMDB copies a page on write, so a stale copy of a small sample can
-    remain in a free page beside the live one.
-    """
-    with open(store, "r+b") as f:
-        content = f.read()
-        start = content.find(data)
-        assert start >= 0
-        while start >= 0:
-            position = start + len(data) // 2
-            f.seek(position)
-            f.write(bytes([content[position] ^ 0xFF]))
-            start = content.find(data, start + 1)
 
 
 def relative_samples(tree: str) -> list[tuple[str, int]]:

@@ -21,7 +21,7 @@ from torchvision.datasets import ImageFolder, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
 import torchpack
-from conftest import BACKENDS, EXTENSION, dataset_class, photo_like, save
+from conftest import BACKENDS, EXTENSION, damage_sample, dataset_class, photo_like, save
 from torchpack.backends.hdf5 import HEADER, INDEX
 from torchpack.backends.lmdb import HEADER_KEY, INDEX_KEY
 from torchpack.cli import main
@@ -182,23 +182,6 @@ def _with_path(data: bytes, row: int, path: str) -> bytes:
     paths = table.column("path").to_pylist()
     paths[row] = path
     return encode_index(table.set_column(0, "path", pa.array(paths, pa.string())))
-
-
-def damage_sample(store: str, data: bytes) -> None:
-    """Flip one byte in the middle of a sample's stored bytes, in the store file.
-
-    Every copy is damaged: LMDB copies a page on write, so a stale copy of a small sample can
-    remain in a free page beside the live one.
-    """
-    with open(store, "r+b") as f:
-        content = f.read()
-        start = content.find(data)
-        assert start >= 0
-        while start >= 0:
-            position = start + len(data) // 2
-            f.seek(position)
-            f.write(bytes([content[position] ^ 0xFF]))
-            start = content.find(data, start + 1)
 
 
 def files_under(folder) -> list[str]:
