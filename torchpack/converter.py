@@ -41,8 +41,8 @@ class ConvertResult:
     num_samples: int
     num_classes: int
     bad_files: list[dict[str, str]]
-    bytes_in: int
-    bytes_out: int
+    bytes_in: int  # the source files' sizes
+    bytes_out: int  # the stores' size as allocated on disk
     seconds: float
     resumed_from: int = 0
 
@@ -299,7 +299,7 @@ def _convert_shard(
     result.num_samples += len(progress.rows)
     result.bad_files.extend(progress.bad)
     result.bytes_in += sum(tree.sizes[shard.start : shard.stop])
-    result.bytes_out += os.path.getsize(shard.path)
+    result.bytes_out += os.stat(shard.path).st_blocks * 512  # allocated: LMDB's tail padding is sparse
 
 
 def _open_staging(staging: str, plan: dict[str, Any], shard: _Shard, resume: bool) -> _Progress:

@@ -22,7 +22,7 @@ def store_info(root: StoreRoot) -> dict[str, Any]:
     index = load_store_index(root)
     header = index.headers[0]
     counts = np.bincount(index.targets, minlength=len(index.classes)).tolist()
-    file_bytes = sum(os.path.getsize(path) for path in index.files)
+    file_bytes = sum(os.stat(path).st_blocks * 512 for path in index.files)  # allocated on disk
     source_bytes = sum(h.get("source", {}).get("bytes", 0) for h in index.headers)
     return {
         "files": index.files,
