@@ -150,24 +150,27 @@ def convert(
         raise ValueError(f"`workers` must be >= 0, got {workers}.")
     if commit_every < 1:
         raise ValueError(f"`commit_every` must be >= 1, got {commit_every}.")
-    tree = scan_tree(src)
-    shards = _plan_shards(tree, dst, num_shards, shard_size, shard_index)
-    for shard in shards:
-        if os.path.exists(shard.path) and not overwrite:
-            raise FileExistsError(f"{shard.path} already exists; pass overwrite=True (--overwrite) to replace it.")
-        if os.path.isdir(shard.path):
-            raise IsADirectoryError(f"{shard.path} is a folder; a store is a single file.")
-    plan = {
-        "fingerprint": tree.fingerprint,
-        "backend": backend,
-        "options": asdict(options),
-        "format_version": FORMAT_VERSION,
-    }
-    result = ConvertResult([], 0, len(tree.classes), [], 0, 0, 0.0)
-    total = sum(shard.stop - shard.start for shard in shards)
-    with _Pool(workers) as pool, tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    if not os.path.isdir(src):
+        scan_tree(src)  # raises the error that names the missing or wrong source
+    with _Pool(workers) as pool:  # its workers start up while the tree is scanned
+        tree = scan_tree(src)
+        shards = _plan_shards(tree, dst, num_shards, shard_size, shard_index)
         for shard in shards:
-            _convert_shard(tree, shard, backend, options, plan, pool, bar, resume, commit_every, initial_map_size, result)
+            if os.path.exists(shard.path) and not overwrite:
+                raise FileExistsError(f"{shard.path} already exists; pass overwrite=True (--overwrite) to replace it.")
+            if os.path.isdir(shard.path):
+                raise IsADirectoryError(f"{shard.path} is a folder; a store is a single file.")
+        plan = {
+            "fingerprint": tree.fingerprint,
+            "backend": backend,
+            "options": asdict(options),
+            "format_version": FORMAT_VERSION,
+        }
+        result = ConvertResult([], 0, len(tree.classes), [], 0, 0, 0.0)
+        total = sum(shard.stop - shard.start for shard in shards)
+        with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+            for shard in shards:
+                _convert_shard(tree, shard, backend, options, plan, pool, bar, resume, commit_every, initial_map_size, result)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -232,6 +235,8 @@ class _Pool:
             # forkserver, not fork: the caller may be a training script with threads and CUDA.
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            for _ in range(self.workers):  # start the workers (and their imports) now, not on the first chunk
+                self._executor.submit(ingest_files, [], IngestOptions())
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -83,7 +83,8 @@ def decode_pil(
     if encoding == "jpeg":
         pixels = _simplejpeg_rgb(data, size)
         if pixels is not None:
-            return Image.fromarray(pixels)
+            # Shares the decoded array instead of copying it, as Image.fromarray would.
+            return Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
     return _pillow_rgb(data, size)
 
 
