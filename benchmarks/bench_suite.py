@@ -253,6 +253,21 @@ def convert_all(jobs: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, A
     return results
 
 
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median images/s (the typical one, robust to a noisy neighbour)."""
+    return sorted(runs, key=lambda r: r["images_per_second"])[len(runs) // 2]
+
+
+def measure_rounds(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Each measure ``rounds`` times, round-robin so drift hits all alike; the median of each."""
+    samples: dict[str, list[float]] = {name: [] for name in measures}
+    for i in range(rounds):
+        for name, measure in measures.items():
+            samples[name].append(measure())
+            log(f"round {i + 1}/{rounds} {name}: {samples[name][-1]:.0f} img/s")
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
 def dataset_class(backend: str):
     return getattr(torchpack, DATASETS[backend][0])
 
@@ -301,7 +316,9 @@ def run_photo(
             stores[name.split()[1].rstrip(",")] = dst
         else:
             os.remove(dst)
-    bound = decode_bound(blobs, "full_decode", args.workers, args.min_seconds)
+    bound = measure_rounds(
+        {"full decode bound": lambda: decode_bound(blobs, "full_decode", args.workers, args.min_seconds)}, args.rounds
+    )["full decode bound"]
     results.append(Result("convert", "bound: Pillow full decode, in memory", bound))
     for r in results:
         if r.group == "convert" and r.name.startswith("convert") and "full-decode" in r.name:
@@ -316,24 +333,21 @@ def run_photo(
     warm_page_cache([*files, *stores.values()])
     rate = lambda ds: loader_rate(ds, args.workers, args.photo_batch, args.min_seconds)  # noqa: E731
     base = "ImageFolder (PIL)"
-    measured = {base: rate(ImageFolder(tree, transform=PIL_TRANSFORM))}
-    log(f"{base}: {measured[base]:.0f} img/s")
+    measures = {base: lambda: rate(ImageFolder(tree, transform=PIL_TRANSFORM))}
     for backend, dst in stores.items():
         cls = dataset_class(backend)
-        name = f"{cls.__name__} default (PIL)"
-        measured[name] = rate(cls(dst, transform=PIL_TRANSFORM))
-        log(f"{name}: {measured[name]:.0f} img/s")
-        name = f"{cls.__name__} fast (tensor, decode_size=256)"
-        measured[name] = rate(cls(dst, transform=TENSOR_TRANSFORM, decode="tensor", decode_size=SHORT_SIDE))
-        log(f"{name}: {measured[name]:.0f} img/s")
-    bounds = {
-        "bound: PIL decode+transform, in memory": decode_bound(blobs, "pil", args.workers, args.min_seconds),
-        "bound: scaled decode+tensor transform, in memory": decode_bound(
-            blobs, "scaled_tensor", args.workers, args.min_seconds
-        ),
+        measures[f"{cls.__name__} default (PIL)"] = lambda cls=cls, dst=dst: rate(cls(dst, transform=PIL_TRANSFORM))
+        measures[f"{cls.__name__} fast (tensor, decode_size=256)"] = lambda cls=cls, dst=dst: rate(
+            cls(dst, transform=TENSOR_TRANSFORM, decode="tensor", decode_size=SHORT_SIDE)
+        )
+    bound_names = {
+        "bound: PIL decode+transform, in memory": "pil",
+        "bound: scaled decode+tensor transform, in memory": "scaled_tensor",
     }
-    for name, value in bounds.items():
-        log(f"{name}: {value:.0f} img/s")
+    for name, function in bound_names.items():
+        measures[name] = lambda function=function: decode_bound(blobs, function, args.workers, args.min_seconds)
+    measured = measure_rounds(measures, args.rounds)
+    bounds = {name: measured.pop(name) for name in bound_names}
     for name, value in {**measured, **bounds}.items():
         extra = {}
         if "fast" in name:
@@ -350,24 +364,21 @@ def run_tiny(args: argparse.Namespace, tree: str, jobs: dict[str, tuple], result
     warm_page_cache([*tree_files(tree), *stores.values()])
     rate = lambda ds, collate=None: loader_rate(ds, args.workers, args.tiny_batch, args.min_seconds, collate)  # noqa: E731
     base = "ImageFolder (PIL, PILToTensor)"
-    measured = {base: rate(ImageFolder(tree, transform=T.PILToTensor()))}
-    log(f"{base}: {measured[base]:.0f} img/s")
+    measures = {base: lambda: rate(ImageFolder(tree, transform=T.PILToTensor()))}
     for (backend, compression), dst in stores.items():
         cls = dataset_class(backend)
         dataset = cls(dst, decode="tensor")
-        name = f"{cls.__name__} raw {compression}, per item"
-        measured[name] = rate(dataset)
-        log(f"{name}: {measured[name]:.0f} img/s")
-        name = f"{cls.__name__} raw {compression}, batched, {args.workers} workers"
-        measured[name] = rate(dataset, torchpack.SkipBadCollate())
-        log(f"{name}: {measured[name]:.0f} img/s")
+        measures[f"{cls.__name__} raw {compression}, per item"] = lambda dataset=dataset: rate(dataset)
+        measures[f"{cls.__name__} raw {compression}, batched, {args.workers} workers"] = lambda dataset=dataset: rate(
+            dataset, torchpack.SkipBadCollate()
+        )
         # The same batched reads in the training process: no worker-to-trainer transport.
-        name = f"{cls.__name__} raw {compression}, batched in-process (0 workers)"
-        measured[name] = loader_rate(dataset, 0, args.tiny_batch, args.min_seconds, torchpack.SkipBadCollate())
-        log(f"{name}: {measured[name]:.0f} img/s")
-    name = f"bound: DataLoader transport of ready batches, {args.workers} workers"
-    measured[name] = rate(TransportOnly(args.tiny_count), torchpack.SkipBadCollate())
-    log(f"{name}: {measured[name]:.0f} img/s")
+        measures[f"{cls.__name__} raw {compression}, batched in-process (0 workers)"] = lambda dataset=dataset: (
+            loader_rate(dataset, 0, args.tiny_batch, args.min_seconds, torchpack.SkipBadCollate())
+        )
+    transport = f"bound: DataLoader transport of ready batches, {args.workers} workers"
+    measures[transport] = lambda: rate(TransportOnly(args.tiny_count), torchpack.SkipBadCollate())
+    measured = measure_rounds(measures, args.rounds)
     for name, value in measured.items():
         results.append(Result("tiny", name, value, ratio=value / measured[base], baseline=base))
 
@@ -511,6 +522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--photo-batch", type=int, default=PHOTO_BATCH, help="batch size for photos (default 64)")
     ap.add_argument("--tiny-batch", type=int, default=512, help="batch size for tiny images (default 512)")
     ap.add_argument("--min-seconds", type=float, help="time each rate over whole epochs for at least this long")
+    ap.add_argument("--rounds", type=int, help="measure everything this many times, round-robin; report medians (default 3, 1 with --quick)")
     ap.add_argument("--skip-photo", action="store_true", help="leave out the photo tree")
     ap.add_argument("--skip-tiny", action="store_true", help="leave out the tiny-image set")
     ap.add_argument("--keep", action="store_true", help="keep the generated trees and stores in OUT/work")
@@ -518,6 +530,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers < 1:
         ap.error("--workers must be >= 1")
     args.tiny_count = args.tiny_count or (600 if args.quick else 30000)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.photo_count = args.photo_count or (40 if args.quick else 1000)
     if args.min_seconds is None:
         args.min_seconds = 0.2 if args.quick else 3.0
@@ -546,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         tiny_jobs = tiny_conversions(args, tiny_tree, work)
     # One interpreter for every conversion: starting one costs seconds of imports.
     jobs = {**photo_jobs, **tiny_jobs}
-    converted = dict(zip(jobs, convert_all(list(jobs.values()))))
+    rounds = [convert_all(list(jobs.values())) for _ in range(args.rounds)]
+    converted = {name: median_result([r[i] for r in rounds]) for i, name in enumerate(jobs)}
     results: list[Result] = []
     if not args.skip_photo:
         run_photo(args, tree, photo_jobs, converted, results)
@@ -560,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         "photo_batch": args.photo_batch,
         "tiny_batch": args.tiny_batch,
         "min_seconds": args.min_seconds,
+        "rounds": args.rounds,
         "quick": args.quick,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
