@@ -250,7 +250,10 @@ class _Pool:
             return
         window: collections.deque[tuple[Future, list[str]]] = collections.deque()
         for chunk in chunks:
-            window.append((self._executor.submit(ingest_files, chunk, options), chunk))
+            try:
+                window.append((self._executor.submit(ingest_files, chunk, options), chunk))
+            except BrokenProcessPool as exc:  # a worker died before its chunk's result was asked for
+                raise _worker_died(window[0][1] if window else chunk) from exc
             if len(window) >= 4 * self.workers:
                 yield self._result(*window.popleft())
         while window:
@@ -261,11 +264,15 @@ class _Pool:
         try:
             return future.result()
         except BrokenProcessPool as exc:
-            raise RuntimeError(
-                f"A converter worker process died (killed, or out of memory) while reading {chunk[0]} "
-                f"and the {len(chunk) - 1} files after it. The work committed so far is kept: "
-                "run again with resume=True (--resume), with fewer workers if memory is short."
-            ) from exc
+            raise _worker_died(chunk) from exc
+
+
+def _worker_died(chunk: list[str]) -> RuntimeError:
+    return RuntimeError(
+        f"A converter worker process died (killed, or out of memory) while reading {chunk[0]} "
+        f"or the files after it. The work committed so far is kept: "
+        "run again with resume=True (--resume), with fewer workers if memory is short."
+    )
 
 
 def _convert_shard(
