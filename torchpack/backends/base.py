@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -81,8 +81,3 @@ class StoreWriter(abc.ABC):
 
     def abort(self) -> None:
         """Close without finishing, keeping what was committed."""
-
-    @staticmethod
-    def staged_files(staging_dir: str) -> Sequence[str]:
-        """Files the writer keeps in ``staging_dir`` (for size reports)."""
-        return ()

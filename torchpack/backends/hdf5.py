@@ -204,7 +204,3 @@ class HDF5Writer(StoreWriter):
     def abort(self) -> None:
         self._pending.clear()
         self._data.close()
-
-    @staticmethod
-    def staged_files(staging_dir: str) -> list[str]:
-        return [os.path.join(staging_dir, STAGED_DATA), os.path.join(staging_dir, STAGED_NAME)]

@@ -235,7 +235,3 @@ class LMDBWriter(StoreWriter):
     def abort(self) -> None:
         self._pending.clear()
         self._env.close()
-
-    @staticmethod
-    def staged_files(staging_dir: str) -> list[str]:
-        return [os.path.join(staging_dir, STAGED_NAME), os.path.join(staging_dir, COMPACT_NAME)]
