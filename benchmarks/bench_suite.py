@@ -393,9 +393,9 @@ class TransportOnly(torch.utils.data.Dataset):
         return self.size
 
     def __getitems__(self, indices: list[int]) -> torchpack.StackedBatch:
-        from torchpack.datasets import _batch_tensor
+        from torchpack.batch import batch_tensor
 
-        return torchpack.StackedBatch(_batch_tensor((len(indices), 3, 28, 28)), torch.zeros(len(indices), dtype=torch.int64))
+        return torchpack.StackedBatch(batch_tensor((len(indices), 3, 28, 28)), torch.zeros(len(indices), dtype=torch.int64))
 
 
 # -- floors -----------------------------------------------------------------------------------

@@ -223,10 +223,10 @@ def _wrong_version_store(backend: str, store: str, dst: str, version: str) -> st
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_newer_format_version_is_refused_and_minor_versions_are_read(backend, own_stores, tmp_path):
-    newer = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v2{EXTENSION[backend]}"), "2.0")
-    with pytest.raises(UnsupportedVersionError, match="store format version '2.0' is not supported"):
+    newer = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v3{EXTENSION[backend]}"), "3.0")
+    with pytest.raises(UnsupportedVersionError, match="store format version '3.0' is not supported"):
         dataset_class(backend)(newer)
-    minor = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v1_7{EXTENSION[backend]}"), "1.7")
+    minor = _wrong_version_store(backend, own_stores[backend], str(tmp_path / f"v2_7{EXTENSION[backend]}"), "2.7")
     assert len(dataset_class(backend)(minor)) == len(dataset_class(backend)(own_stores[backend]))
     report = torchpack.verify_store(newer)
     assert not report.ok and "not supported" in report.problems[0]["problem"]

@@ -1,4 +1,4 @@
-"""torchpack: ImageFolder trees packed into one LMDB or HDF5 file, read fast and safely by PyTorch.
+"""torchpack: ImageFolder and DatasetFolder trees packed into one LMDB or HDF5 file, read fast and safely by PyTorch.
 
 Names are imported on first use, so converter worker processes (which only need
 ``torchpack.ingest``) start without importing torch.
@@ -16,17 +16,21 @@ _EXPORTS = {
     "BadSampleError": "torchpack.errors",
     "BlockShuffleSampler": "torchpack.samplers",
     "ConvertResult": "torchpack.converter",
+    "HDF5DatasetFolder": "torchpack.datasets",
     "HDF5ImageFolder": "torchpack.datasets",
     "InvalidStoreError": "torchpack.format",
+    "LMDBDatasetFolder": "torchpack.datasets",
     "LMDBImageFolder": "torchpack.datasets",
+    "SampleFile": "torchpack.loaders",
     "SkipBadCollate": "torchpack.collate",
-    "StackedBatch": "torchpack.datasets",
+    "StackedBatch": "torchpack.batch",
+    "StoreDatasetFolder": "torchpack.datasets",
     "StoreImageFolder": "torchpack.datasets",
     "UnsupportedVersionError": "torchpack.format",
     "bytes_loader": "torchpack.decode",
     "convert": "torchpack.converter",
     "export_store": "torchpack.export",
-    "from_tensor_decoder": "torchpack.decode",
+    "from_tensor_decoder": "torchpack.loaders",
     "store_info": "torchpack.inspection",
     "verify_store": "torchpack.inspection",
     "worker_init_fn": "torchpack.workers",
@@ -35,14 +39,23 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
+    from torchpack.batch import StackedBatch
     from torchpack.collate import SkipBadCollate
     from torchpack.converter import ConvertResult, convert
-    from torchpack.datasets import HDF5ImageFolder, LMDBImageFolder, StackedBatch, StoreImageFolder
-    from torchpack.decode import bytes_loader, from_tensor_decoder
+    from torchpack.datasets import (
+        HDF5DatasetFolder,
+        HDF5ImageFolder,
+        LMDBDatasetFolder,
+        LMDBImageFolder,
+        StoreDatasetFolder,
+        StoreImageFolder,
+    )
+    from torchpack.decode import bytes_loader
     from torchpack.errors import BadSample, BadSampleError
     from torchpack.export import export_store
     from torchpack.format import InvalidStoreError, UnsupportedVersionError
     from torchpack.inspection import store_info, verify_store
+    from torchpack.loaders import SampleFile, from_tensor_decoder
     from torchpack.samplers import BlockShuffleSampler
     from torchpack.workers import worker_init_fn
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset, default_collate
 
-from torchpack.datasets import StackedBatch
+from torchpack.batch import StackedBatch
 from torchpack.errors import BadSample
 
 __all__ = ["SkipBadCollate"]

@@ -1,4 +1,4 @@
-"""``convert()``: scan an ImageFolder tree, read and check its files in a worker pool, write a store.
+"""``convert()``: scan a DatasetFolder tree, read and check its files in a worker pool, write a store.
 
 Crash safety: everything is written into ``<dst>.partial/`` (a journal of committed samples
 plus the backend's staged data) and the finished store is renamed to ``dst`` only when it is
@@ -16,15 +16,16 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm.auto import tqdm
 
 from torchpack.backends import backend_for_destination, writer_class
 from torchpack.format import FORMAT_NAME, FORMAT_VERSION, INDEX_SCHEMA, encode_header, encode_index
 from torchpack.ingest import RAW_COMPRESSIONS, STORAGE_MODES, IngestOptions, Ingested, ingest_files
-from torchpack.scan import ScannedTree, scan_tree
+from torchpack.scan import MAX_NOT_SELECTED_LISTED, ScannedTree, check_selection, scan_tree
 
 __all__ = ["ConvertResult", "convert", "shard_paths"]
 
@@ -87,10 +88,12 @@ def convert(
     dst: str | os.PathLike,
     *,
     backend: str | None = None,
+    extensions: tuple[str, ...] | str | None = None,
+    is_valid_file: Callable[[str], bool] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    check: bool = True,
+    check: bool | Callable[[str], object] = True,
     storage: str = "encoded",
     short_side: int | None = None,
     quality: int = 90,
@@ -102,21 +105,29 @@ def convert(
     commit_every: int = 1000,
     initial_map_size: int = 1 << 30,
 ) -> ConvertResult:
-    """Convert the ImageFolder tree at ``src`` into one store (or shards) at ``dst``.
+    """Convert the DatasetFolder tree at ``src`` into one store (or shards) at ``dst``.
 
-    The tree is listed exactly as ``torchvision.datasets.ImageFolder`` lists it. By default
-    each file's bytes are stored untouched and every file is fully decoded once first;
-    files that fail are left out and listed in the store header (``bad_files``).
+    The tree is listed exactly as ``torchvision.datasets.DatasetFolder`` lists it with the
+    same ``extensions`` or ``is_valid_file`` (neither: ImageFolder's ``IMG_EXTENSIONS``). Each
+    file's bytes are stored untouched by default. Every image (a file with one of ImageFolder's
+    extensions) is decoded once first, as the readers will decode it; images ImageFolder cannot
+    load are left out and listed in the store header (``bad_files``).
 
     Args:
-        src: root of the tree, ``src/<class>/**/<image>``.
+        src: root of the tree, ``src/<class>/**/<file>``.
         dst: the store file to write; its extension (``.lmdb``, ``.h5``/``.hdf5``) picks the
             backend unless ``backend`` is given.
         backend: ``"lmdb"`` or ``"hdf5"``.
+        extensions: convert the files with these extensions (``(".wav", ".flac")``), as DatasetFolder
+            lists them.
+        is_valid_file: or convert the files this accepts (called with each file's path).
         workers: processes that read and check files (default: one per CPU; 0 reads in this process).
         overwrite: replace an existing store at ``dst``.
         resume: continue an interrupted conversion of the same tree into ``dst``.
-        check: fully decode every file and leave out those that fail (set False to trust the data).
+        check: ``True`` decodes every image and leaves out those that fail; ``False`` trusts the
+            data; a callable is also called with each file's path in the worker processes (it
+            must be picklable: a module-level function), and files for which it raises are left
+            out and reported, as bad images are.
         storage: ``"encoded"`` (the files' bytes), ``"reencode"`` (JPEG at ``quality``, short side
             capped at ``short_side``) or ``"raw"`` (decoded uint8 RGB pixels, for tiny images).
         short_side: cap on the short side for ``"reencode"`` and ``"raw"``.
@@ -143,6 +154,9 @@ def convert(
     """
     started = time.perf_counter()
     backend = backend_for_destination(dst, backend)
+    if extensions is None and is_valid_file is None:
+        extensions = IMG_EXTENSIONS
+    check_selection(extensions, is_valid_file)
     options = _ingest_options(storage, check, short_side, quality, raw_compression)
     dst = os.path.abspath(os.fspath(dst))
     _check_destination_folder(dst)
@@ -151,9 +165,9 @@ def convert(
     if commit_every < 1:
         raise ValueError(f"`commit_every` must be >= 1, got {commit_every}.")
     if not os.path.isdir(src):
-        scan_tree(src)  # raises the error that names the missing or wrong source
+        scan_tree(src, extensions, is_valid_file)  # raises the error that names the missing or wrong source
     with _Pool(workers) as pool:  # its workers start up while the tree is scanned
-        tree = scan_tree(src)
+        tree = scan_tree(src, extensions, is_valid_file)
         shards = _plan_shards(tree, dst, num_shards, shard_size, shard_index)
         for shard in shards:
             if os.path.exists(shard.path) and not overwrite:
@@ -163,9 +177,11 @@ def convert(
         plan = {
             "fingerprint": tree.fingerprint,
             "backend": backend,
-            "options": asdict(options),
+            "options": {**asdict(options), "check_file": _name(options.check_file)},
+            "selection": _selection(tree),
             "format_version": FORMAT_VERSION,
         }
+        plan = json.loads(json.dumps(plan))  # as the staged copy reads back (tuples become lists)
         result = ConvertResult([], 0, len(tree.classes), [], 0, 0, 0.0)
         total = sum(shard.stop - shard.start for shard in shards)
         with tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True) as bar:
@@ -175,7 +191,25 @@ def convert(
     return result
 
 
-def _ingest_options(storage: str, check: bool, short_side: int | None, quality: int, raw_compression: str) -> IngestOptions:
+def _name(function: Callable | None) -> str | None:
+    if function is None:
+        return None
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+def _selection(tree: ScannedTree) -> dict[str, Any]:
+    """How the tree was listed, and what that left out: a dataset can then refuse a wider rule."""
+    return {
+        "extensions": None if tree.extensions is None else list(tree.extensions),
+        "is_valid_file": tree.is_valid_file,
+        "not_selected": len(tree.not_selected),
+        "not_selected_paths": tree.not_selected[:MAX_NOT_SELECTED_LISTED],
+    }
+
+
+def _ingest_options(
+    storage: str, check: bool | Callable[[str], object], short_side: int | None, quality: int, raw_compression: str
+) -> IngestOptions:
     if storage not in STORAGE_MODES:
         raise ValueError(f"`storage` must be one of {STORAGE_MODES}, got {storage!r}.")
     if raw_compression not in RAW_COMPRESSIONS:
@@ -186,7 +220,16 @@ def _ingest_options(storage: str, check: bool, short_side: int | None, quality: 
         raise ValueError(f"`quality` must be between 1 and 100, got {quality}.")
     if storage == "encoded" and short_side is not None:
         raise ValueError("`short_side` needs storage='reencode' or storage='raw' (encoded files are stored untouched).")
-    return IngestOptions(storage, check or storage != "encoded", short_side, quality, raw_compression)
+    check_file = check if callable(check) else None
+    return IngestOptions(
+        storage=storage,
+        check=bool(check) or storage != "encoded",
+        check_file=check_file,
+        image_extensions=IMG_EXTENSIONS,
+        short_side=short_side,
+        quality=quality,
+        raw_compression=raw_compression,
+    )
 
 
 def _check_destination_folder(dst: str) -> None:
@@ -398,7 +441,18 @@ def _ingest_range(
                 writer.append(row, item.data)
                 offset = progress.data_size + pending_bytes
                 new_rows.append(
-                    (path, target, offset, len(item.data), item.crc32, item.encoding, item.height, item.width, item.channels)
+                    (
+                        path,
+                        target,
+                        offset,
+                        len(item.data),
+                        item.crc32,
+                        item.encoding,
+                        item.decoder,
+                        item.height,
+                        item.width,
+                        item.channels,
+                    )
                 )
                 pending_bytes += len(item.data)
             else:
@@ -454,6 +508,7 @@ def _header(tree: ScannedTree, shard: _Shard, backend: str, options: IngestOptio
             "dataset_id": tree.fingerprint,
         },
         "source": {"files": shard.stop - shard.start, "bytes": sum(tree.sizes[shard.start : shard.stop])},
+        "selection": _selection(tree),
         "bad_files": progress.bad,
     }
 

@@ -1,36 +1,51 @@
-"""``LMDBImageFolder`` and ``HDF5ImageFolder``: drop-in replacements for ``torchvision.datasets.ImageFolder``.
+"""Drop-in replacements for ``torchvision.datasets.DatasetFolder`` and ``ImageFolder`` over a store.
 
-Both share one base class that does decoding, the bad-sample policy and transforms; they
-differ only in the backend that hands over a sample's stored bytes.
+One base class does the work for every store: it selects samples by DatasetFolder's rules,
+hands each sample's bytes to the loader (or, for torchvision's own image loaders, decodes
+them itself with the same pixels), applies the bad-sample policy and the transforms. The
+classes differ only in the backend that hands over a sample's stored bytes::
+
+    StoreDatasetFolder(DatasetFolder)          StoreImageFolder(StoreDatasetFolder, ImageFolder)
+    ├── LMDBDatasetFolder                      ├── LMDBImageFolder(.., LMDBDatasetFolder)
+    └── HDF5DatasetFolder                      └── HDF5ImageFolder(.., HDF5DatasetFolder)
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import logging
-import math
 import multiprocessing
 import multiprocessing.context
 import os
 import zlib
-from collections.abc import Sequence
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import lz4.block
 import numpy as np
+import pyarrow.compute as pc
 import torch
-from torch.utils.data import get_worker_info
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets import DatasetFolder, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, has_file_allowed_extension
 from torchvision.datasets.vision import VisionDataset
 
-from torchpack.decode import DecodeSize, array_to_tensor, bytes_loader, decode_array, decode_pil
+from torchpack.batch import StackedBatch, batch_tensor
+from torchpack.decode import DecodeSize, decode_array, decode_pil
 from torchpack.errors import BadSample, BadSampleError
+from torchpack.loaders import LoaderCall, is_builtin_image_loader
+from torchpack.scan import check_selection
 from torchpack.store import StoreIndex, StoreRoot, load_store_index
+from torchpack.views import IntSequence, SampleSequence
 from torchpack.workers import cached_reader
 
-__all__ = ["HDF5ImageFolder", "LMDBImageFolder", "StackedBatch", "StoreImageFolder"]
+__all__ = [
+    "HDF5DatasetFolder",
+    "HDF5ImageFolder",
+    "LMDBDatasetFolder",
+    "LMDBImageFolder",
+    "StackedBatch",
+    "StoreDatasetFolder",
+    "StoreImageFolder",
+]
 
 logger = logging.getLogger("torchpack")
 
@@ -47,190 +62,164 @@ def _shared_counter() -> Any:
     return multiprocessing.get_context("spawn").Value("q", 0)
 
 
-class _IntSequence(Sequence):
-    """A read-only sequence of Python ints over a numpy array (what ``targets`` is)."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self._values = values
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return self._values[i].tolist()
-        return int(self._values[i])
-
-    def __iter__(self) -> Iterator[int]:
-        for start in range(0, len(self._values), 65536):
-            yield from self._values[start : start + 65536].tolist()
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self._values if dtype is None else self._values.astype(dtype)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"[{', '.join(map(str, self._values[:10].tolist()))}{', ...' if len(self) > 10 else ''}]"
+def _shared_flags(count: int) -> Any:
+    """``count`` process-shared bytes, zeroed, that DataLoader workers of every start method share."""
+    return multiprocessing.get_context("spawn").RawArray("B", max(count, 1))
 
 
-class _SampleSequence(Sequence):
-    """``samples``/``imgs``: ``(path, target)`` tuples built on access from the index arrays."""
-
-    def __init__(self, prefix: str, index: StoreIndex, rows: np.ndarray | None) -> None:
-        self._prefix = prefix
-        self._index = index
-        self._rows = rows
-
-    def __len__(self) -> int:
-        return len(self._index) if self._rows is None else len(self._rows)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"sample index {i} is out of range for {len(self)} samples")
-        row = i if self._rows is None else int(self._rows[i])
-        return os.path.join(self._prefix, self._index.paths[row].as_py()), int(self._index.targets[row])
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} samples: {self[0] if len(self) else ''}, ...>"
+def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HWC uint8 array to a CHW uint8 tensor (a view, no copy)."""
+    if not pixels.flags.writeable:
+        pixels = pixels.copy()  # torch warns on read-only memory, and the sample must outlive the read buffer
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised uint8 tensor; in a DataLoader worker, in shared memory, as ``default_collate`` allocates.
-
-    A tensor that a worker sends is moved to shared memory anyway: allocating it there
-    saves that copy.
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+def _extension_mask(paths, extensions: tuple[str, ...]):
+    """``has_file_allowed_extension`` over every stored path at once (lowercased name, extensions as given)."""
+    lowered = pc.utf8_lower(paths)
+    return functools.reduce(pc.or_, [pc.ends_with(lowered, e) for e in extensions]).to_numpy(zero_copy_only=False)
 
 
-class StackedBatch(Sequence):
-    """A batch of same-size raw samples read as one ``(N, C, H, W)`` uint8 tensor.
+class StoreDatasetFolder(DatasetFolder):
+    """A DatasetFolder whose samples come from a torchpack store instead of a directory tree.
 
-    Returned by ``__getitems__`` (``decode="tensor"``, raw storage, no transforms).
-    :class:`torchpack.SkipBadCollate` passes it through as ``[images, targets]`` with no
-    per-sample work; any other collate sees an ordinary sequence of ``(image, target)``.
-    """
-
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        self.images = images
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return self.images[i], int(self.targets[i])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
-        # default_collate iterates a batch twice; unbind makes the views in one C++ call.
-        return zip(self.images.unbind(0), self.targets.tolist())
-
-
-class StoreImageFolder(ImageFolder):
-    """An ImageFolder whose samples come from a torchpack store instead of a directory tree.
-
-    It subclasses ``ImageFolder`` so that ``isinstance`` checks and torchvision's
-    ``wrap_dataset_for_transforms_v2`` treat it as one, but it never scans a folder:
-    ``DatasetFolder.__init__`` is replaced because it builds Python lists of every sample,
-    which cost seconds at 1M samples and grow every worker's memory.
+    It subclasses ``DatasetFolder`` so that ``isinstance`` checks treat it as one, but it never
+    scans a folder: ``DatasetFolder.__init__`` is replaced because it builds Python lists of
+    every sample, which cost seconds at 1M samples and grow every worker's memory.
 
     Args:
         root: the store file; or the shards of one, as a folder, a glob pattern or a list.
-        transform: applied to each image, read at call time (it may be set after construction).
+        loader: called with a binary file object over one sample's stored bytes, whose ``name``
+            is the sample's path relative to the converted tree (``np.load``, ``torch.load``,
+            ``soundfile.read`` and ``PIL.Image.open`` take it as it is). torchvision's
+            ``pil_loader`` and ``default_loader`` are not called: the dataset decodes for them,
+            with the same pixels. A loader that insists on a path gets one (see ``loader_input``).
+        extensions: keep the samples whose path ends with one of these, as DatasetFolder does.
+        transform: applied to each loaded sample, read at call time (it may be set after construction).
         target_transform: applied to each target.
-        loader: called with a binary file object holding one sample's stored bytes; the
-            default decodes to the same PIL RGB image as ImageFolder's loader.
-        is_valid_file: keep only samples whose path (``os.path.join(root, relative_path)``)
-            it accepts, as ImageFolder does.
-        allow_empty: allow classes with no samples, as in ImageFolder.
-        decode: ``"pil"`` (RGB ``PIL.Image``, ImageFolder's output), ``"tensor"`` (CHW uint8
-            tensor) or ``"numpy"`` (HWC uint8 array); ignored with a custom ``loader``.
-        decode_size: decode JPEGs at the smallest of 1/2, 1/4, 1/8 scale that still covers this
-            short side (int) or ``(height, width)``: much faster before ``Resize``/``RandomResizedCrop``.
-        on_error: what a sample that cannot be read, decoded or transformed does: ``"raise"``
+        is_valid_file: or keep the samples whose path (``os.path.join(root, relative_path)``)
+            it accepts. Exactly one of ``extensions`` and ``is_valid_file``, as in DatasetFolder.
+        allow_empty: allow classes with no samples, as in DatasetFolder.
+        loader_input: ``"auto"`` (a file object; a loader that fails on it and works on a path
+            gets a path to a temporary copy of each sample from then on, with a warning),
+            ``"file"`` or ``"path"``.
+        on_error: what a sample that cannot be read, loaded or transformed does: ``"raise"``
             (a :class:`BadSampleError` naming it), ``"skip"`` (return a :class:`BadSample`
             marker for :class:`SkipBadCollate` to drop) or ``"replace"`` (return the next
             good sample in dataset order instead).
-        check_crc: compare each sample's CRC-32 with the index, catching damage after conversion.
+        check_crc: check each sample's CRC-32 on its first read (by this dataset, in any of its
+            worker processes), catching damage after conversion before the sample is used.
         readahead: let the OS read ahead (LMDB); turn off for random access to stores larger than RAM.
+
+    Raises:
+        FileNotFoundError: no store at ``root``, or a class has no sample and ``allow_empty`` is False.
+        InvalidStoreError: ``root`` is not a store of this backend, or is damaged.
+        UnsupportedVersionError: the store was written by a newer torchpack format.
+        ValueError: a bad argument, or the selection accepts files the converter left out.
     """
 
     backend: str | None = None
+    #: How the built-in image decode returns images; :class:`StoreImageFolder` makes these arguments.
+    decode: str = "pil"
+    decode_size: DecodeSize = None
 
     def __init__(
         self,
         root: StoreRoot,
+        loader: Callable[[Any], Any],
+        extensions: tuple[str, ...] | str | None = None,
         transform: Callable | None = None,
         target_transform: Callable | None = None,
-        loader: Callable[[io.BufferedIOBase], Any] = bytes_loader,
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
         *,
-        decode: str = "pil",
-        decode_size: DecodeSize = None,
+        loader_input: str = "auto",
         on_error: str = "raise",
         check_crc: bool = True,
         readahead: bool = True,
     ) -> None:
-        if decode not in DECODE_MODES:
-            raise ValueError(f"`decode` must be one of {DECODE_MODES}, got {decode!r}.")
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
+        check_selection(extensions, is_valid_file)
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self._index = load_store_index(self.root, self.backend)
         self.classes = self._index.classes
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.loader = loader
-        self.extensions = IMG_EXTENSIONS if is_valid_file is None else None
-        self.decode = decode
-        self.decode_size = decode_size
+        self.extensions = extensions
+        self.loader_input = loader_input
+        self._loader_call = LoaderCall(loader, loader_input)
         self.on_error = on_error
         self.check_crc = check_crc
         self.readahead = readahead
         self._prefix = self._index.files[0] if len(self._index.files) == 1 else os.path.dirname(self._index.files[0])
-        self._rows = self._select_rows(is_valid_file, allow_empty)
-        self.samples = _SampleSequence(self._prefix, self._index, self._rows)
-        self.imgs = self.samples
-        self.targets = _IntSequence(self._index.targets if self._rows is None else self._index.targets[self._rows])
+        self._refuse_unconverted(extensions, is_valid_file)
+        self._rows = self._select_rows(extensions, is_valid_file, allow_empty)
+        self.samples = SampleSequence(self._prefix, self._index, self._rows)
+        self.targets = IntSequence(self._index.targets if self._rows is None else self._index.targets[self._rows])
         self._compression = [h["storage"].get("raw_compression") for h in self._index.headers]
         self._skipped = _shared_counter() if on_error != "raise" else None
+        self._verified = _shared_flags(len(self._index)) if check_crc else None
+        self._verified_view = None if self._verified is None else np.frombuffer(self._verified, dtype=np.uint8)
         self._uniform_raw: bool | None = None  # decided on the first stacked batch
         self._readers: list = []
         self._readers_pid: int | None = None
 
-    def _select_rows(self, is_valid_file: Callable[[str], bool] | None, allow_empty: bool) -> np.ndarray | None:
-        """Rows kept by ``is_valid_file`` (the converter already applied ImageFolder's extensions), and the empty-class rule."""
-        rows = None
+    # -- which samples -------------------------------------------------------------------------
+
+    def _accepts(self, extensions, is_valid_file) -> Callable[[str], bool]:
         if is_valid_file is not None:
-            keep = [is_valid_file(os.path.join(self._prefix, p)) for p in self._index.paths.to_pylist()]
-            rows = np.flatnonzero(np.asarray(keep, dtype=bool))
-        targets = self._index.targets if rows is None else self._index.targets[rows]
+            return lambda path: bool(is_valid_file(os.path.join(self._prefix, path)))
+        return lambda path: has_file_allowed_extension(path, extensions)
+
+    def _refuse_unconverted(self, extensions, is_valid_file) -> None:
+        """Refuse a selection that accepts files of the tree the converter's selection left out."""
+        selection = self._index.headers[0].get("selection")
+        if not selection or not selection.get("not_selected"):
+            return
+        accepts = self._accepts(extensions, is_valid_file)
+        missing = [path for path in selection["not_selected_paths"] if accepts(path)]
+        if missing:
+            how = (
+                f"extensions={tuple(selection['extensions'])}"
+                if selection.get("extensions") is not None
+                else f"is_valid_file={selection.get('is_valid_file')}"
+            )
+            rule = "is_valid_file" if is_valid_file is not None else f"extensions {extensions}"
+            raise ValueError(
+                f"This dataset's {rule} accepts {len(missing)} file(s) of the source tree that {self._prefix} "
+                f"does not hold, such as {missing[0]!r}: it was converted with {how}. Convert the tree again "
+                "with the same extensions or is_valid_file to read them."
+            )
+
+    def _select_rows(self, extensions, is_valid_file, allow_empty: bool) -> np.ndarray | None:
+        """The stored rows DatasetFolder would list with this selection (None: all), and its empty-class rule."""
+        index = self._index
+        if isinstance(extensions, str):
+            extensions = (extensions,)
+        if is_valid_file is not None:
+            accepts = self._accepts(None, is_valid_file)
+            keep = np.fromiter(map(accepts, index.paths.to_pylist()), dtype=bool, count=len(index))
+        elif self._converted_within(extensions):
+            keep = None
+        else:
+            keep = _extension_mask(index.paths, tuple(extensions))
+        rows = None if keep is None or keep.all() else np.flatnonzero(keep)
+        targets = index.targets if rows is None else index.targets[rows]
         present = np.bincount(targets, minlength=len(self.classes)) > 0
         empty_classes = {c for c, has in zip(self.classes, present) if not has}
         if empty_classes and not allow_empty:
             msg = f"Found no valid file for the classes {', '.join(sorted(empty_classes))}. "
-            if self.extensions is not None:
-                msg += f"Supported extensions are: {', '.join(self.extensions)}"
+            if extensions is not None:
+                msg += f"Supported extensions are: {', '.join(extensions)}"
             raise FileNotFoundError(msg)
         return rows
+
+    def _converted_within(self, extensions: tuple[str, ...]) -> bool:
+        """Whether every stored path surely ends with one of ``extensions``: the converter selected
+        by extensions that each end with one of them (so no path needs checking)."""
+        converted = [h.get("selection", {}).get("extensions") for h in self._index.headers]
+        return all(c is not None and all(e.endswith(extensions) for e in c) for c in converted)
 
     # -- handles ------------------------------------------------------------------------------
 
@@ -254,16 +243,22 @@ class StoreImageFolder(ImageFolder):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_readers"], state["_readers_pid"] = [], None
-        # A shared counter may only cross into a process being started (DataLoader workers);
-        # an ordinary pickle gets a fresh one.
-        if state.get("_skipped") is not None and multiprocessing.context.get_spawning_popen() is None:
-            state["_skipped"] = "new"
+        state["_readers"], state["_readers_pid"], state["_verified_view"] = [], None, None
+        # Shared memory may only cross into a process being started (DataLoader workers); an
+        # ordinary pickle gets fresh memory: a new count, and every sample checked again.
+        if multiprocessing.context.get_spawning_popen() is None:
+            for name in ("_skipped", "_verified"):
+                if state.get(name) is not None:
+                    state[name] = "new"
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state.get("_skipped") == "new":
             state["_skipped"] = _shared_counter()
+        if state.get("_verified") == "new":
+            state["_verified"] = _shared_flags(len(state["_index"]))
+        if state.get("_verified") is not None:
+            state["_verified_view"] = np.frombuffer(state["_verified"], dtype=np.uint8)
         self.__dict__.update(state)
 
     # -- samples ------------------------------------------------------------------------------
@@ -291,36 +286,43 @@ class StoreImageFolder(ImageFolder):
         index = self._index
         shard, local = index.locate(row)
         data = self._reader(shard).read(local, int(index.offsets[row]), int(index.lengths[row]))
-        if self.check_crc and zlib.crc32(data) != int(index.crc32[row]):
-            raise ValueError("checksum mismatch: the stored bytes were damaged after conversion")
+        verified = self._verified_view
+        if verified is not None and not verified[row]:
+            if zlib.crc32(data) != int(index.crc32[row]):
+                raise ValueError("checksum mismatch: the stored bytes were damaged after conversion")
+            verified[row] = 1
         return data
 
     def _decode(self, data, row: int) -> Any:
         index = self._index
-        if self.loader is not bytes_loader:
-            return self.loader(io.BytesIO(bytes(data)))
+        if not is_builtin_image_loader(self.loader):
+            call = self._loader_call
+            if call.loader is not self.loader:  # the loader was replaced after construction
+                call = self._loader_call = LoaderCall(self.loader, self.loader_input)
+            return call(data, index.paths[row].as_py())
         encoding = index.encodings[index.encoding_codes[row]]
+        decoder = index.decoders[index.decoder_codes[row]]
         if encoding == "raw":
             shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
             compression = self._compression[index.locate(row)[0]]
         else:
             shape, compression = (0, 0, 0), None
         if self.decode == "pil":
-            return decode_pil(data, encoding, self.decode_size, shape, compression)
-        pixels = decode_array(data, encoding, self.decode_size, shape, compression)
+            return decode_pil(data, encoding, self.decode_size, shape, compression, decoder)
+        pixels = decode_array(data, encoding, self.decode_size, shape, compression, decoder)
         return array_to_tensor(pixels) if self.decode == "tensor" else pixels
 
     def _load(self, row: int) -> tuple[Any, Any]:
-        image = self._decode(self._read(row), row)
+        sample = self._decode(self._read(row), row)
         target = int(self._index.targets[row])
         if self.transform is not None:
-            image = self.transform(image)
+            sample = self.transform(sample)
         if self.target_transform is not None:
             target = self.target_transform(target)
-        return image, target
+        return sample, target
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        """The ``(image, target)`` pair, as ``ImageFolder`` returns it for the same index."""
+        """The ``(sample, target)`` pair, as ``DatasetFolder`` returns it for the same index."""
         row = self._row(index)
         try:
             return self._load(row)
@@ -339,7 +341,7 @@ class StoreImageFolder(ImageFolder):
         return positions if self._rows is None else self._rows[positions]
 
     def __getitems__(self, indices: list[int]) -> list[Any] | StackedBatch:
-        """A whole DataLoader batch in one call: one batched read, then decode and transform each."""
+        """A whole DataLoader batch in one call: one gather for same-size raw samples, else each in turn."""
         rows = self._rows_of(indices)
         if self._stackable(rows):
             try:
@@ -355,7 +357,7 @@ class StoreImageFolder(ImageFolder):
             self.decode == "tensor"
             and self.transform is None
             and self.target_transform is None
-            and self.loader is bytes_loader
+            and is_builtin_image_loader(self.loader)
             and len(rows) > 0
             and len(index.files) == 1
             and index.encodings == ["raw"]
@@ -365,24 +367,44 @@ class StoreImageFolder(ImageFolder):
         )
 
     def _stacked(self, rows: np.ndarray) -> StackedBatch:
-        # map() with C functions, not Python loops: the per-sample cost is what this path is for.
         index = self._index
         h, w, c = int(index.heights[rows[0]]), int(index.widths[rows[0]]), int(index.channels[rows[0]])
-        images = _batch_tensor((len(rows), h, w, c))
-        flat = images.numpy().reshape(len(rows), h * w * c)
-        table = self._sample_table(h * w * c)
+        if c == 3:
+            images = batch_tensor((len(rows), h, w, 3))
+            flat = images.numpy().reshape(len(rows), h * w * 3)
+            self._gather(rows, flat)
+            images = images.permute(0, 3, 1, 2)
+        else:  # grayscale, stored once: gather, then repeat into the three channels ImageFolder returns
+            flat = np.empty((len(rows), h * w), dtype=np.uint8)
+            self._gather(rows, flat)
+            images = batch_tensor((len(rows), 3, h, w))
+            images.numpy()[...] = flat.reshape(len(rows), 1, h, w)
+        return StackedBatch(images, torch.from_numpy(index.targets[rows].astype(np.int64)))
+
+    def _gather(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """The stored pixels of ``rows`` into ``out`` (one row each), checking unverified ones' CRC-32."""
+        # Whole-array calls (np.take, map over C functions), not Python loops: the per-sample
+        # cost is what this path is for.
+        index = self._index
+        table = self._sample_table(out.shape[1])
+        verified = self._verified_view
         if table is not None:
-            np.take(table, rows, axis=0, out=flat)  # one gather straight from the map, no per-sample call
-            chunks = flat
-        else:
-            chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
-        if self.check_crc and list(map(zlib.crc32, chunks)) != index.crc32[rows].tolist():
-            raise ValueError("checksum mismatch in batch")
-        if table is None:
-            if self._compression[0] == "lz4":
-                chunks = list(map(functools.partial(lz4.block.decompress, uncompressed_size=h * w * c), chunks))
-            flat[...] = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(flat.shape)
-        return StackedBatch(images.permute(0, 3, 1, 2), torch.from_numpy(index.targets[rows].astype(np.int64)))
+            np.take(table, rows, axis=0, out=out)  # one gather straight from the map, no per-sample call
+            if verified is not None:
+                todo = np.flatnonzero(verified[rows] == 0)
+                if len(todo) and list(map(zlib.crc32, out[todo])) != index.crc32[rows[todo]].tolist():
+                    raise ValueError("checksum mismatch in batch")
+                verified[rows[todo]] = 1
+            return
+        chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
+        if verified is not None:
+            todo = np.flatnonzero(verified[rows] == 0)
+            if len(todo) and [zlib.crc32(chunks[i]) for i in todo.tolist()] != index.crc32[rows[todo]].tolist():
+                raise ValueError("checksum mismatch in batch")
+            verified[rows[todo]] = 1
+        if self._compression[0] == "lz4":
+            chunks = list(map(functools.partial(lz4.block.decompress, uncompressed_size=out.shape[1]), chunks))
+        out[...] = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(out.shape)
 
     def _sample_table(self, sample_size: int) -> np.ndarray | None:
         """The data region as a 2-D ``(samples, sample_size)`` view, for uncompressed same-size raw
@@ -450,15 +472,100 @@ class StoreImageFolder(ImageFolder):
     def extra_repr(self) -> str:
         lines = [f"Store: {self._index.backend}, {len(self._index.files)} file(s), {len(self.classes)} classes"]
         lines.append(f"Storage: {self.header['storage']['mode']}")
-        decode = "custom loader" if self.loader is not bytes_loader else self.decode
-        if self.decode_size is not None and self.loader is bytes_loader:
-            decode += f", JPEG scaled to cover {self.decode_size}"
+        if is_builtin_image_loader(self.loader):
+            decode = self.decode
+            if self.decode_size is not None:
+                decode += f", JPEG scaled to cover {self.decode_size}"
+        else:
+            decode = f"loader {getattr(self.loader, '__qualname__', self.loader)!s}"
         lines.append(f"Decode: {decode}")
         lines.append(f"On error: {self.on_error}")
         return "\n".join(lines)
 
 
-class LMDBImageFolder(StoreImageFolder):
+class StoreImageFolder(StoreDatasetFolder, ImageFolder):
+    """An ImageFolder whose images come from a torchpack store: ImageFolder's arguments, attributes and output.
+
+    Args:
+        root: the store file; or the shards of one, as a folder, a glob pattern or a list.
+        transform, target_transform, is_valid_file, allow_empty: as in ImageFolder.
+        loader: torchvision's ``default_loader`` (the default) or ``pil_loader``, or
+            ``torchpack.bytes_loader``: the dataset decodes, with ImageFolder's pixels, as
+            ``decode`` and ``decode_size`` say. Any other loader is called as
+            :class:`StoreDatasetFolder` calls it.
+        decode: ``"pil"`` (RGB ``PIL.Image``, ImageFolder's output), ``"tensor"`` (CHW uint8
+            tensor) or ``"numpy"`` (HWC uint8 array); the same pixels in each.
+        decode_size: decode JPEGs at the smallest of 1/2, 1/4, 1/8 scale that still covers this
+            short side (int) or ``(height, width)``: much faster before ``Resize``/``RandomResizedCrop``,
+            and other pixels than a full decode (libjpeg's DCT scaling).
+        loader_input, on_error, check_crc, readahead: see :class:`StoreDatasetFolder`.
+    """
+
+    def __init__(
+        self,
+        root: StoreRoot,
+        transform: Callable | None = None,
+        target_transform: Callable | None = None,
+        loader: Callable[[Any], Any] = default_loader,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+        *,
+        decode: str = "pil",
+        decode_size: DecodeSize = None,
+        loader_input: str = "auto",
+        on_error: str = "raise",
+        check_crc: bool = True,
+        readahead: bool = True,
+    ) -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"`decode` must be one of {DECODE_MODES}, got {decode!r}.")
+        self.decode = decode
+        self.decode_size = decode_size
+        super().__init__(
+            root,
+            loader,
+            IMG_EXTENSIONS if is_valid_file is None else None,
+            transform,
+            target_transform,
+            is_valid_file,
+            allow_empty,
+            loader_input=loader_input,
+            on_error=on_error,
+            check_crc=check_crc,
+            readahead=readahead,
+        )
+        self.imgs = self.samples
+
+
+class LMDBDatasetFolder(StoreDatasetFolder):
+    """DatasetFolder over an LMDB store written by :func:`torchpack.convert`.
+
+    Example::
+
+        # dataset = torchvision.datasets.DatasetFolder("data/train", loader=np.load, extensions=(".npy",))
+        dataset = torchpack.LMDBDatasetFolder("data/train.lmdb", loader=np.load, extensions=(".npy",))
+
+    Arguments and attributes are DatasetFolder's; see :class:`StoreDatasetFolder` for the extras.
+    """
+
+    backend = "lmdb"
+
+
+class HDF5DatasetFolder(StoreDatasetFolder):
+    """DatasetFolder over an HDF5 store written by :func:`torchpack.convert`.
+
+    Example::
+
+        # dataset = torchvision.datasets.DatasetFolder("data/train", loader=np.load, extensions=(".npy",))
+        dataset = torchpack.HDF5DatasetFolder("data/train.h5", loader=np.load, extensions=(".npy",))
+
+    Arguments and attributes are DatasetFolder's; see :class:`StoreDatasetFolder` for the extras.
+    """
+
+    backend = "hdf5"
+
+
+class LMDBImageFolder(StoreImageFolder, LMDBDatasetFolder):
     """ImageFolder over an LMDB store written by :func:`torchpack.convert`.
 
     Example::
@@ -469,10 +576,8 @@ class LMDBImageFolder(StoreImageFolder):
     Arguments and attributes are ImageFolder's; see :class:`StoreImageFolder` for the extras.
     """
 
-    backend = "lmdb"
 
-
-class HDF5ImageFolder(StoreImageFolder):
+class HDF5ImageFolder(StoreImageFolder, HDF5DatasetFolder):
     """ImageFolder over an HDF5 store written by :func:`torchpack.convert`.
 
     Example::
@@ -482,5 +587,3 @@ class HDF5ImageFolder(StoreImageFolder):
 
     Arguments and attributes are ImageFolder's; see :class:`StoreImageFolder` for the extras.
     """
-
-    backend = "hdf5"

@@ -1,24 +1,62 @@
-"""Stored bytes to PIL image, numpy array or tensor: simplejpeg for JPEG where it gives Pillow's pixels, Pillow otherwise."""
+"""Stored bytes to RGB pixels, with ImageFolder's pixels on every path.
+
+The contract: for every file that torchvision's ``pil_loader`` opens, each function here
+returns exactly its pixels (``size`` aside, which asks for libjpeg's scaled decode). simplejpeg
+(libjpeg-turbo, without Pillow's per-image overhead) decodes a JPEG only where it is known
+to agree with Pillow; it is an optimisation, never a change of result. Everything it refuses
+goes through Pillow, here and nowhere else:
+
+- colour spaces that Pillow converts itself (CMYK, YCCK, RGB-coded JPEGs);
+- any JPEG that libjpeg warns about (stray bytes before a marker, junk in the scan): simplejpeg
+  turns the warning into an error, Pillow decodes through it, as ImageFolder does;
+- every JPEG, if this process's simplejpeg and Pillow do not decode a set of reference JPEGs
+  identically (another libjpeg-turbo build, say): :func:`fast_decoder_agrees`;
+- samples the converter marked ``decoder="pillow"`` (it found one of the above once, so reads
+  skip the failing fast attempt).
+
+No torch here: the converter's worker processes import this module and start faster without it.
+"""
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import math
-from typing import BinaryIO, Callable, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import lz4.block
 import numpy as np
 import simplejpeg
-import torch
 from PIL import Image
 
-__all__ = ["DecodeSize", "bytes_loader", "decode_array", "decode_pil", "from_tensor_decoder", "jpeg_scale"]
+__all__ = [
+    "DecodeSize",
+    "FAST_DECODER",
+    "PILLOW_DECODER",
+    "bytes_loader",
+    "decode_array",
+    "decode_pil",
+    "fast_decoder_agrees",
+    "fast_jpeg",
+    "jpeg_scale",
+    "pillow_rgb",
+    "raw_pixels",
+    "raw_rgb",
+]
+
+logger = logging.getLogger("torchpack")
 
 #: A short side (int) or a ``(height, width)`` that a scaled JPEG decode must still cover.
 DecodeSize = Union[int, Tuple[int, int], None]
 
-# libjpeg-turbo converts these colour spaces to RGB exactly as Pillow does; CMYK/YCCK it does not.
-_SIMPLEJPEG_COLORSPACES = ("YCbCr", "Gray")
+#: The index's ``decoder`` values: checked to decode cleanly with simplejpeg, or only with Pillow.
+FAST_DECODER = "simplejpeg"
+PILLOW_DECODER = "pillow"
+
+# libjpeg-turbo converts these colour spaces to RGB exactly as Pillow does; CMYK, YCCK and RGB-coded
+# JPEGs Pillow converts with its own code.
+_FAST_COLORSPACES = ("YCbCr", "Gray")
 
 
 def jpeg_scale(height: int, width: int, size: DecodeSize) -> int:
@@ -36,38 +74,87 @@ def jpeg_scale(height: int, width: int, size: DecodeSize) -> int:
 
 
 def _simplejpeg_rgb(data, size: DecodeSize) -> Optional[np.ndarray]:
-    """RGB pixels through simplejpeg, or None where Pillow must decode (CMYK, or a header it rejects)."""
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
+        if colorspace not in _FAST_COLORSPACES:
+            return None
+        scale = jpeg_scale(height, width, size)
+        if scale == 1:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        return simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=math.ceil(height / scale), min_width=math.ceil(width / scale)
+        )
+    except ValueError:  # an error, or a warning that strict mode made one
         return None
-    if colorspace not in _SIMPLEJPEG_COLORSPACES:
-        return None
-    scale = jpeg_scale(height, width, size)
-    if scale == 1:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB")
-    return simplejpeg.decode_jpeg(
-        data, colorspace="RGB", min_height=math.ceil(height / scale), min_width=math.ceil(width / scale)
-    )
 
 
-def _pillow_rgb(data, size: DecodeSize) -> Image.Image:
+def fast_jpeg(data, size: DecodeSize = None) -> Optional[np.ndarray]:
+    """A JPEG's RGB pixels through simplejpeg, or None where only Pillow gives ImageFolder's pixels."""
+    if not fast_decoder_agrees():
+        return None
+    return _simplejpeg_rgb(data, size)
+
+
+def pillow_rgb(data, size: DecodeSize = None) -> Image.Image:
+    """Decode as ``torchvision.datasets.folder.pil_loader`` does (``size``: libjpeg's scaled decode)."""
     with Image.open(io.BytesIO(data)) as image:
-        if size is not None and image.format == "JPEG":
+        if size is not None and image.format in ("JPEG", "MPO"):
             scale = jpeg_scale(image.height, image.width, size)
             if scale > 1:
-                image.draft("RGB", (math.ceil(image.width / scale), math.ceil(image.height / scale)))
+                # Pillow picks the largest scale whose result is at least the size asked for:
+                # floor sizes make that exactly ``scale``, as simplejpeg's min_height/min_width do.
+                image.draft("RGB", (max(1, image.width // scale), max(1, image.height // scale)))
         return image.convert("RGB")
 
 
-def _raw_array(data, height: int, width: int, channels: int, compression: Optional[str]) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def fast_decoder_agrees() -> bool:
+    """Whether simplejpeg decodes reference JPEGs of every chroma layout exactly as Pillow does, here.
+
+    Both use libjpeg-turbo's integer IDCT and fancy upsampling, but each wheel bundles its own
+    build; this proves they agree in this process (once, a few milliseconds) before any
+    sample relies on it.
+    """
+    y, x = np.mgrid[0:37, 0:53]
+    rgb = np.stack([x * 4, y * 6, (x * y) % 256], -1).astype(np.uint8)
+    rgb = (rgb + np.random.default_rng(0).integers(0, 40, rgb.shape, dtype=np.uint8)).astype(np.uint8)
+    references = []
+    for options in ({"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"progressive": True}):
+        out = io.BytesIO()
+        Image.fromarray(rgb).save(out, format="JPEG", quality=90, **options)
+        references.append(out.getvalue())
+    out = io.BytesIO()
+    Image.fromarray(rgb[..., 0]).save(out, format="JPEG", quality=90)
+    references.append(out.getvalue())
+    references += [simplejpeg.encode_jpeg(rgb, 90, colorsubsampling=layout) for layout in ("440", "411")]
+    for data in references:
+        fast = _simplejpeg_rgb(data, None)
+        if fast is None or not np.array_equal(fast, np.asarray(pillow_rgb(data))):
+            logger.warning(
+                "torchpack: simplejpeg %s and Pillow %s decode JPEGs differently here; every JPEG goes "
+                "through Pillow (slower, still ImageFolder's pixels).",
+                simplejpeg.__version__,
+                Image.__version__,
+            )
+            return False
+    return True
+
+
+def raw_pixels(data, height: int, width: int, channels: int, compression: Optional[str]) -> np.ndarray:
+    """A raw sample's pixels as HWC uint8 with 1 or 3 channels (see :func:`raw_rgb`)."""
     nbytes = height * width * channels
     if compression == "lz4":
         data = lz4.block.decompress(data, uncompressed_size=nbytes, return_bytearray=True)  # writable: no copy later
     pixels = np.frombuffer(data, dtype=np.uint8)
-    if pixels.size != nbytes:
+    if pixels.size != nbytes or channels not in (1, 3):
         raise ValueError(f"raw sample holds {pixels.size} bytes, expected {height}x{width}x{channels}")
     return pixels.reshape(height, width, channels)
+
+
+def raw_rgb(data, shape: Tuple[int, int, int], compression: Optional[str]) -> np.ndarray:
+    """A raw sample as HWC RGB: grayscale samples are stored with one channel and repeated here."""
+    pixels = raw_pixels(data, *shape, compression)
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
 
 
 def decode_pil(
@@ -76,16 +163,21 @@ def decode_pil(
     size: DecodeSize = None,
     shape: Tuple[int, int, int] = (0, 0, 0),
     compression: Optional[str] = None,
+    decoder: str = "",
 ) -> Image.Image:
-    """A PIL RGB image, pixel-identical to ImageFolder's loader when ``size`` is None."""
+    """A PIL RGB image, pixel-identical to ImageFolder's loader when ``size`` is None.
+
+    ``decoder`` is the index's hint: ``"pillow"`` skips the fast decoder for a JPEG it refused
+    at conversion.
+    """
     if encoding == "raw":
-        return Image.fromarray(_raw_array(data, *shape, compression))
-    if encoding == "jpeg":
-        pixels = _simplejpeg_rgb(data, size)
+        return Image.fromarray(raw_rgb(data, shape, compression))
+    if encoding == "jpeg" and decoder != PILLOW_DECODER:
+        pixels = fast_jpeg(data, size)
         if pixels is not None:
             # Shares the decoded array instead of copying it, as Image.fromarray would.
             return Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
-    return _pillow_rgb(data, size)
+    return pillow_rgb(data, size)
 
 
 def decode_array(
@@ -94,54 +186,24 @@ def decode_array(
     size: DecodeSize = None,
     shape: Tuple[int, int, int] = (0, 0, 0),
     compression: Optional[str] = None,
+    decoder: str = "",
 ) -> np.ndarray:
-    """RGB pixels as a ``uint8`` HWC array; JPEG (YCbCr or gray) and raw samples never touch Pillow."""
+    """The same pixels as :func:`decode_pil`, as a ``uint8`` HWC array; fast JPEGs and raw samples skip PIL."""
     if encoding == "raw":
-        return _raw_array(data, *shape, compression)
-    if encoding == "jpeg":
-        pixels = _simplejpeg_rgb(data, size)
+        return raw_rgb(data, shape, compression)
+    if encoding == "jpeg" and decoder != PILLOW_DECODER:
+        pixels = fast_jpeg(data, size)
         if pixels is not None:
             return pixels
-    return np.asarray(_pillow_rgb(data, size))
+    return np.asarray(pillow_rgb(data, size))
 
 
-def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """HWC uint8 array to a CHW uint8 tensor (a view, no copy)."""
-    if not pixels.flags.writeable:
-        pixels = pixels.copy()  # torch warns on read-only memory, and the sample must outlive the read buffer
-    return torch.from_numpy(pixels).permute(2, 0, 1)
-
-
-def bytes_loader(file: BinaryIO) -> Image.Image:
-    """The default ``loader``: an open binary file of image bytes to a PIL RGB image.
+def bytes_loader(file) -> Image.Image:
+    """A ``loader`` that takes an open binary file of image bytes and returns a PIL RGB image.
 
     Gives the same pixels as ``torchvision.datasets.folder.pil_loader`` (through simplejpeg
-    for ordinary JPEGs, which is faster). A custom ``loader`` gets the same argument: a
-    binary file object holding one sample's stored bytes.
+    where that agrees, which is faster). The datasets treat it, ``pil_loader`` and
+    ``default_loader`` alike: as their built-in decode.
     """
     data = file.read()
-    encoding = "jpeg" if data[:3] == b"\xff\xd8\xff" else ""
-    return decode_pil(data, encoding)
-
-
-class from_tensor_decoder:  # noqa: N801 - used like a function
-    """Wrap a decoder that takes a ``uint8`` tensor of encoded bytes as a dataset ``loader``.
-
-    Example::
-
-        from torchvision.io import decode_image, ImageReadMode
-        ds = LMDBImageFolder("train.lmdb", loader=from_tensor_decoder(decode_image, mode=ImageReadMode.RGB))
-
-    Picklable (for spawn and forkserver workers) as long as ``decoder`` is a module-level function.
-    """
-
-    def __init__(self, decoder: Callable[..., torch.Tensor], **kwargs) -> None:
-        self.decoder = decoder
-        self.kwargs = kwargs
-
-    def __call__(self, file: BinaryIO) -> torch.Tensor:
-        data = torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
-        return self.decoder(data, **self.kwargs)
-
-    def __repr__(self) -> str:
-        return f"from_tensor_decoder({getattr(self.decoder, '__name__', self.decoder)!r})"
+    return decode_pil(data, "jpeg" if data[:3] == b"\xff\xd8\xff" else "")

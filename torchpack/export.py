@@ -9,7 +9,7 @@ import posixpath
 import numpy as np
 from PIL import Image
 
-from torchpack.decode import decode_array
+from torchpack.decode import raw_pixels
 from torchpack.store import StoreRoot, load_store_index
 from torchpack.workers import borrowed_reader
 
@@ -58,9 +58,9 @@ def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
                 rel = paths[row]
                 if index.encodings[index.encoding_codes[row]] == "raw":
                     shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
-                    pixels = decode_array(data, "raw", None, shape, compression)
+                    pixels = raw_pixels(data, *shape, compression)  # a grayscale sample stays one channel
                     buffer = io.BytesIO()
-                    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+                    Image.fromarray(np.ascontiguousarray(pixels[..., 0] if shape[2] == 1 else pixels)).save(buffer, format="PNG")
                     data = buffer.getvalue()
                     rel = rel if rel.lower().endswith(".png") else rel + ".png"
                 target = os.path.join(out, *rel.split("/"))

@@ -13,6 +13,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_SCHEMA",
+    "INDEX_SCHEMA_V1",
     "InvalidStoreError",
     "UnsupportedVersionError",
     "decode_header",
@@ -23,11 +24,12 @@ __all__ = [
 ]
 
 FORMAT_NAME = "torchpack"
-#: ``MAJOR.MINOR``: a reader accepts any minor version of the majors it knows.
-FORMAT_VERSION = "1.0"
-SUPPORTED_MAJOR_VERSIONS = (1,)
+#: ``MAJOR.MINOR``. A minor version only adds index columns and header fields, which older
+#: readers of the same major ignore; a major version changes what existing ones mean.
+FORMAT_VERSION = "2.0"
+SUPPORTED_MAJOR_VERSIONS = (1, 2)
 
-#: One row per sample, in ImageFolder order.
+#: One row per sample, in DatasetFolder order.
 INDEX_SCHEMA = pa.schema(
     [
         ("path", pa.string()),  # relative to the source root, "/"-separated
@@ -35,12 +37,16 @@ INDEX_SCHEMA = pa.schema(
         ("offset", pa.int64()),  # byte offset in the data region (HDF5); running total (LMDB)
         ("length", pa.int64()),  # stored byte length
         ("crc32", pa.uint32()),  # zlib.crc32 of the stored bytes
-        ("encoding", pa.string()),  # "jpeg", "png", ... (sniffed from content) or "raw"
-        ("height", pa.int32()),  # decoded size, 0 when unknown (check skipped)
+        ("encoding", pa.string()),  # sniffed from the content: "jpeg", "png", "npy", "wav", ..., or "raw"
+        ("decoder", pa.string()),  # which decoder gives ImageFolder's pixels: "simplejpeg", "pillow", or "" (unknown)
+        ("height", pa.int32()),  # decoded size, 0 when unknown (check skipped, or not an image)
         ("width", pa.int32()),
-        ("channels", pa.int8()),  # 3 for raw RGB samples, 0 when unknown
+        ("channels", pa.int8()),  # stored channels of a raw sample: 1 (gray) or 3 (RGB); else 3, or 0 when unknown
     ]
 )
+
+#: The index of format 1.x stores: no ``decoder`` column, and raw samples always hold 3 channels.
+INDEX_SCHEMA_V1 = pa.schema([f for f in INDEX_SCHEMA if f.name != "decoder"])
 
 #: Header fields every store must have, with their JSON types.
 REQUIRED_HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -106,7 +112,7 @@ def decode_header(data: bytes | memoryview, source: str) -> dict[str, Any]:
 
         raise UnsupportedVersionError(
             f"{source}: store format version {version!r} is not supported by torchpack {__version__} "
-            f"(it reads format {FORMAT_VERSION} and other {SUPPORTED_MAJOR_VERSIONS[-1]}.x versions); "
+            f"(it reads formats {', '.join(f'{m}.x' for m in SUPPORTED_MAJOR_VERSIONS)}); "
             "upgrade torchpack to read it."
         )
     sealed = header.pop("header_crc32", None)
@@ -160,9 +166,7 @@ def decode_index(data: bytes | memoryview, header: dict[str, Any], source: str, 
         table.validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise InvalidStoreError(f"{source}: the sample index is damaged ({exc}).") from exc
-    if not table.schema.equals(INDEX_SCHEMA):
-        raise InvalidStoreError(f"{source}: the sample index has an unexpected schema:\n{table.schema}")
-    table = table.combine_chunks()
+    table = _current_columns(table, _major_version(header["format_version"], source), source)
     if table.num_rows != header["num_samples"]:
         raise InvalidStoreError(
             f"{source}: the index holds {table.num_rows} samples but the header says {header['num_samples']}."
@@ -179,6 +183,20 @@ def decode_index(data: bytes | memoryview, header: dict[str, Any], source: str, 
     if data_size is not None and len(lengths) and int((offsets + lengths).max()) > data_size:
         raise InvalidStoreError(f"{source}: the sample index points past the end of the data ({data_size} bytes).")
     return table
+
+
+def _current_columns(table: pa.Table, major: int, source: str) -> pa.Table:
+    """The index with this reader's columns, in its order: a 1.x index gains an empty ``decoder``
+    column; columns a later 2.x minor version added are dropped."""
+    if major == 1:
+        if not table.schema.equals(INDEX_SCHEMA_V1):
+            raise InvalidStoreError(f"{source}: the sample index has an unexpected schema:\n{table.schema}")
+        unknown = pa.array([""] * table.num_rows, type=pa.string())
+        table = table.add_column(INDEX_SCHEMA.get_field_index("decoder"), "decoder", unknown)
+    for field in INDEX_SCHEMA:
+        if table.schema.get_field_index(field.name) < 0 or not table.schema.field(field.name).type.equals(field.type):
+            raise InvalidStoreError(f"{source}: the sample index has no valid {field.name!r} column:\n{table.schema}")
+    return table.select(INDEX_SCHEMA.names).combine_chunks()
 
 
 def column_array(table: pa.Table, name: str) -> np.ndarray:

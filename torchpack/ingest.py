@@ -1,4 +1,10 @@
-"""Turn one source file into the bytes a store keeps, checking that it decodes; runs in converter workers."""
+"""Turn one source file into the bytes a store keeps, checking that it loads; runs in converter workers.
+
+The image check runs the readers' own decode (:mod:`torchpack.decode`): a JPEG that simplejpeg
+decodes cleanly is stored as ``decoder="simplejpeg"``; one it refuses is fully decoded by Pillow
+as ImageFolder would, and stored as ``decoder="pillow"`` if that works. So a file the check
+accepts loads on every read path, and a file ImageFolder cannot load is left out and reported.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import contextlib
 import io
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import lz4.block
 import numpy as np
 from PIL import Image, ImageFile
+
+from torchpack.decode import FAST_DECODER, PILLOW_DECODER, fast_jpeg, pillow_rgb
 
 __all__ = ["IngestOptions", "Ingested", "ingest_file", "ingest_files", "sniff_encoding"]
 
@@ -25,8 +33,14 @@ class IngestOptions:
     Attributes:
         storage: ``"encoded"`` keeps the file's bytes untouched; ``"reencode"`` decodes, caps
             the short side at ``short_side`` and saves JPEG at ``quality``; ``"raw"`` stores the
-            decoded RGB pixels (``uint8`` HWC), compressed with ``raw_compression``.
-        check: fully decode every file as ImageFolder's loader would, and leave out those that fail.
+            decoded pixels (``uint8`` HWC: one channel for grayscale images, else RGB),
+            compressed with ``raw_compression``.
+        check: decode every image (a file with one of ``image_extensions``) as the readers will,
+            and leave out those ImageFolder could not load.
+        check_file: a callable, called with each file's path; files for which it raises are left out.
+        image_extensions: which files are images, by torchvision's rule (the lowercased name ends
+            with one); None: every file. The converter passes ``IMG_EXTENSIONS`` (workers do not
+            import torchvision).
         short_side: cap on the short side for ``"reencode"`` and ``"raw"`` (images are never enlarged).
         quality: JPEG quality for ``"reencode"``.
         raw_compression: ``"lz4"`` (block format, no size prefix) or ``"none"``.
@@ -40,6 +54,8 @@ class IngestOptions:
 
     storage: str = "encoded"
     check: bool = True
+    check_file: Optional[Callable[[str], object]] = None
+    image_extensions: Optional[Tuple[str, ...]] = None
     short_side: Optional[int] = None
     quality: int = 90
     raw_compression: str = "lz4"
@@ -53,6 +69,7 @@ class Ingested:
 
     data: bytes = b""
     encoding: str = ""
+    decoder: str = ""
     height: int = 0
     width: int = 0
     channels: int = 0
@@ -65,27 +82,54 @@ class Ingested:
         return not self.error_type
 
 
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"\x93NUMPY", "npy"),
+    (b"fLaC", "flac"),
+    (b"OggS", "ogg"),
+    (b"ID3", "mp3"),
+    (b"PK\x03\x04", "zip"),  # also .npz and torch.save's files
+    (b"\x1f\x8b", "gzip"),
+)
+_RIFF = {b"WEBP": "webp", b"WAVE": "wav", b"AVI ": "avi"}
 
 
 def sniff_encoding(data: bytes) -> str:
-    """The image format from the content (never the file name): ``"jpeg"``, ``"png"``, ..., or ``"unknown"``."""
+    """The content type from the first bytes (never the file name): ``"jpeg"``, ``"png"``, ``"npy"``,
+    ``"wav"``, ``"text"``, ..., or ``"unknown"``."""
     for magic, name in _MAGIC:
         if data.startswith(magic):
             return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return (image.format or "unknown").lower()
-    except Exception:
-        return "unknown"
+    if data[:4] == b"RIFF" and data[8:12] in _RIFF:
+        return _RIFF[data[8:12]]
+    head = data[:4096]
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(head) - 3:  # a character cut by the 4 KiB window
+                return "text"
+    return "unknown"
 
 
-def decode_like_imagefolder(data: bytes) -> Image.Image:
-    """Decode as ``torchvision.datasets.folder.pil_loader`` does: Pillow, every pixel, then RGB."""
+def check_image(data: bytes) -> Tuple[str, int, int, str]:
+    """Decode as the readers will; returns ``(format, height, width, decoder)``; raises what ImageFolder would."""
+    # Pillow parses the header even when simplejpeg decodes: its errors and decompression-bomb
+    # limit are ImageFolder's, and simplejpeg does not see them.
     with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+        image_format = (image.format or "unknown").lower()
+        if image_format in ("jpeg", "mpo") and image.mode in ("RGB", "L"):
+            pixels = fast_jpeg(data)
+            if pixels is not None:
+                return "jpeg", pixels.shape[0], pixels.shape[1], FAST_DECODER
+    rgb = pillow_rgb(data)
+    return ("jpeg" if image_format == "mpo" else image_format), rgb.height, rgb.width, PILLOW_DECODER
 
 
 def _cap_short_side(image: Image.Image, short_side: Optional[int]) -> Image.Image:
@@ -95,6 +139,13 @@ def _cap_short_side(image: Image.Image, short_side: Optional[int]) -> Image.Imag
     scale = short_side / min(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def _stored_channels(pixels: np.ndarray) -> np.ndarray:
+    """RGB pixels with one channel where all three are equal (a grayscale image reads back identical)."""
+    if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]):
+        return np.ascontiguousarray(pixels[..., :1])
+    return pixels
 
 
 @contextlib.contextmanager
@@ -109,37 +160,45 @@ def _pillow_settings(options: IngestOptions) -> Iterator[None]:
 
 
 def ingest_file(path: str, options: IngestOptions) -> Ingested:
-    """Read one file and return its stored form; read and decode failures are returned, never raised."""
+    """Read one file and return its stored form; read, check and decode failures are returned, never raised."""
     try:
         with open(path, "rb") as f:
             data = f.read()
+        if options.check_file is not None:
+            options.check_file(path)
         with _pillow_settings(options):
-            return _ingest_bytes(data, options)
-    except Exception as exc:  # any decode failure only costs this one sample
+            # torchvision's has_file_allowed_extension, without importing torchvision here.
+            extensions = options.image_extensions
+            return _ingest_bytes(data, extensions is None or path.lower().endswith(extensions), options)
+    except Exception as exc:  # any failure only costs this one sample
         return Ingested(error_type=type(exc).__name__, error=str(exc) or repr(exc))
 
 
-def _ingest_bytes(data: bytes, options: IngestOptions) -> Ingested:
+def _ingest_bytes(data: bytes, is_image: bool, options: IngestOptions) -> Ingested:
     if not data:
         raise ValueError("empty file")
+    encoding = sniff_encoding(data)
     if options.storage == "encoded":
-        encoding = sniff_encoding(data)
-        height = width = channels = 0
-        if options.check:
-            image = decode_like_imagefolder(data)
-            width, height = image.size
-            channels = 3
-        return Ingested(data, encoding, height, width, channels, zlib.crc32(data))
-    image = _cap_short_side(decode_like_imagefolder(data), options.short_side)
+        if not (options.check and is_image):
+            return Ingested(data, encoding, "", 0, 0, 0, zlib.crc32(data))
+        checked_format, height, width, decoder = check_image(data)
+        if encoding == "unknown":
+            encoding = checked_format
+        return Ingested(data, encoding, decoder, height, width, 3, zlib.crc32(data))
+    if not is_image:
+        raise ValueError(f"storage={options.storage!r} stores images only; this file has no image extension")
+    image = _cap_short_side(pillow_rgb(data), options.short_side)
     width, height = image.size
     if options.storage == "reencode":
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=options.quality)
         stored = out.getvalue()
-        return Ingested(stored, "jpeg", height, width, 3, zlib.crc32(stored))
-    pixels = np.asarray(image, dtype=np.uint8).tobytes()
-    stored = lz4.block.compress(pixels, store_size=False) if options.raw_compression == "lz4" else pixels
-    return Ingested(stored, "raw", height, width, 3, zlib.crc32(stored))
+        # Pillow's own clean baseline output: simplejpeg decodes it without a warning.
+        return Ingested(stored, "jpeg", FAST_DECODER, height, width, 3, zlib.crc32(stored))
+    pixels = _stored_channels(np.asarray(image, dtype=np.uint8))
+    raw = pixels.tobytes()
+    stored = lz4.block.compress(raw, store_size=False) if options.raw_compression == "lz4" else raw
+    return Ingested(stored, "raw", "", height, width, pixels.shape[2], zlib.crc32(stored))
 
 
 def ingest_files(paths: list[str], options: IngestOptions) -> list[Ingested]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from torchpack.decode import decode_array
 from torchpack.format import InvalidStoreError
@@ -59,8 +60,12 @@ class VerifyReport:
 
 
 def verify_store(root: StoreRoot, decode: bool = False) -> VerifyReport:
-    """Check a store's header, index and every sample's checksum; with ``decode``, that every sample decodes.
+    """Check a store's header, index and every sample's checksum; with ``decode``, that every image decodes.
 
+    ``decode`` runs the datasets' own decode (the fast decoder where the index allows it,
+    else Pillow) on every raw sample and every file with one of ImageFolder's extensions,
+    so it reports exactly the images that an ImageFolder dataset on the store would fail to
+    load. Other files (a DatasetFolder store's ``.npy`` or ``.wav``) get the checksum only.
     Damage to the header or index is reported as a problem of the file, never raised.
     """
     try:
@@ -87,9 +92,11 @@ def _check_sample(reader, index, row: int, local: int, decode: bool, compression
         data = reader.read(local, int(index.offsets[row]), int(index.lengths[row]))
         if zlib.crc32(data) != int(index.crc32[row]):
             return "checksum mismatch"
-        if decode:
+        encoding = index.encodings[index.encoding_codes[row]]
+        if decode and (encoding == "raw" or index.paths[row].as_py().lower().endswith(IMG_EXTENSIONS)):
             shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
-            decode_array(data, index.encodings[index.encoding_codes[row]], None, shape, compression)
+            decoder = index.decoders[index.decoder_codes[row]]
+            decode_array(data, encoding, None, shape, compression, decoder)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -1,4 +1,4 @@
-"""List an ImageFolder tree exactly as torchvision does."""
+"""List a DatasetFolder tree exactly as torchvision does, and remember what the listing left out."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension, make_dataset
 
-__all__ = ["ScannedTree", "scan_tree"]
+__all__ = ["ScannedTree", "check_selection", "scan_tree"]
+
+#: Files a tree's listing left out that a header names one by one; beyond this, only their count.
+MAX_NOT_SELECTED_LISTED = 10000
 
 
 @dataclass
 class ScannedTree:
-    """The classes and samples of a tree, in ``torchvision.datasets.ImageFolder`` order."""
+    """The classes and samples of a tree, in ``torchvision.datasets.DatasetFolder`` order."""
 
     root: str
     classes: list[str]
@@ -23,43 +26,80 @@ class ScannedTree:
     targets: list[int]
     sizes: list[int] = field(default_factory=list)
     fingerprint: str = ""
+    extensions: tuple[str, ...] | None = IMG_EXTENSIONS
+    is_valid_file: str | None = None  # the rule's qualified name, when one was given
+    not_selected: list[str] = field(default_factory=list)  # files under class folders the rule rejected
 
     def __len__(self) -> int:
         return len(self.paths)
 
 
+def check_selection(extensions: tuple[str, ...] | str | None, is_valid_file: Callable[[str], bool] | None) -> None:
+    """Refuse what ``DatasetFolder`` refuses: exactly one of ``extensions`` and ``is_valid_file``."""
+    if (extensions is None) == (is_valid_file is None):
+        # torchvision's own message, from make_dataset.
+        raise ValueError("Both extensions and is_valid_file cannot be None or not None at the same time")
+
+
 def scan_tree(
     root: str | os.PathLike,
-    extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
+    extensions: tuple[str, ...] | str | None = IMG_EXTENSIONS,
     is_valid_file: Callable[[str], bool] | None = None,
 ) -> ScannedTree:
     """Scan ``root/<class>/**/<file>`` with torchvision's own ``find_classes`` and ``make_dataset``.
 
     Files in nested subfolders belong to their top-level class. Empty class folders stay
-    in the class list, so a dataset can still apply ``allow_empty`` as ImageFolder does.
+    in the class list, so a dataset can still apply ``allow_empty`` as DatasetFolder does.
     The fingerprint covers every file's path, size and modification time, so a resumed
     conversion can tell whether the tree changed.
 
     Raises:
         FileNotFoundError: ``root`` does not exist, or has no class folder.
         NotADirectoryError: ``root`` is a file.
+        ValueError: both or neither of ``extensions`` and ``is_valid_file`` are given.
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.exists(root):
         raise FileNotFoundError(f"Source folder {root} does not exist.")
     if not os.path.isdir(root):
         raise NotADirectoryError(f"Source {root} is not a folder.")
-    if is_valid_file is not None:
-        extensions = None
+    check_selection(extensions, is_valid_file)
+    if isinstance(extensions, str):
+        extensions = (extensions,)
+    rejected: list[str] = []
+
+    def select(path: str) -> bool:
+        # make_dataset's own rule (it wraps extensions the same way), noting what it turns down.
+        accepted = is_valid_file(path) if is_valid_file is not None else has_file_allowed_extension(path, extensions)
+        if not accepted:
+            rejected.append(path)
+        return bool(accepted)
+
     classes, class_to_idx = find_classes(root)
-    samples = make_dataset(root, class_to_idx, extensions, is_valid_file, allow_empty=True)
+    samples = make_dataset(root, class_to_idx, None, select, allow_empty=True)
     digest = hashlib.sha256("\0".join(classes).encode())
     paths, targets, sizes = [], [], []
     for path, target in samples:
         stat = os.stat(path)
-        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        rel = _relative(path, root)
         paths.append(rel)
         targets.append(target)
         sizes.append(stat.st_size)
         digest.update(f"\0{rel}\0{target}\0{stat.st_size}\0{stat.st_mtime_ns}".encode("utf-8", "surrogateescape"))
-    return ScannedTree(root, classes, class_to_idx, paths, targets, sizes, digest.hexdigest())
+    rule = None if is_valid_file is None else getattr(is_valid_file, "__qualname__", repr(is_valid_file))
+    return ScannedTree(
+        root,
+        classes,
+        class_to_idx,
+        paths,
+        targets,
+        sizes,
+        digest.hexdigest(),
+        None if extensions is None else tuple(extensions),
+        rule,
+        sorted(_relative(p, root) for p in rejected),
+    )
+
+
+def _relative(path: str, root: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")

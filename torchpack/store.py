@@ -73,6 +73,8 @@ class StoreIndex:
     crc32: np.ndarray
     encodings: list[str]
     encoding_codes: np.ndarray
+    decoders: list[str]  # the index's "decoder" values, which decoder_codes number
+    decoder_codes: np.ndarray
     heights: np.ndarray
     widths: np.ndarray
     channels: np.ndarray
@@ -119,6 +121,7 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
     tables = [item[3] for item in loaded]
     table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
     encoded = pc.dictionary_encode(table.column("encoding")).combine_chunks()
+    decoders = pc.dictionary_encode(table.column("decoder")).combine_chunks()
     counts = [t.num_rows for t in tables]
     return StoreIndex(
         files=[item[0] for item in loaded],
@@ -132,6 +135,8 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
         crc32=column_array(table, "crc32"),
         encodings=encoded.dictionary.to_pylist(),
         encoding_codes=encoded.indices.to_numpy(zero_copy_only=False),
+        decoders=decoders.dictionary.to_pylist(),
+        decoder_codes=decoders.indices.to_numpy(zero_copy_only=False),
         heights=column_array(table, "height"),
         widths=column_array(table, "width"),
         channels=column_array(table, "channels"),
