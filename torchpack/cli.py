@@ -38,6 +38,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         args.src,
         args.dst,
         backend=args.backend,
+        extensions=_extensions(args.extensions),
         workers=args.workers,
         overwrite=args.overwrite,
         resume=args.resume,
@@ -68,9 +69,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _extensions(listed: str | None) -> tuple[str, ...] | None:
+    """``".wav,.flac"`` (or ``"wav, flac"``) as DatasetFolder's ``extensions``: ``(".wav", ".flac")``."""
+    if listed is None:
+        return None
+    extensions = tuple("." + e.strip().lstrip(".").lower() for e in listed.split(",") if e.strip())
+    if not extensions:
+        raise ValueError(f"--extensions {listed!r} names no extension; give a list like .wav,.flac")
+    return extensions
+
+
 def _print_bad_files(bad_files: list[dict[str, str]]) -> None:
     if bad_files:
-        print(f"Left out {len(bad_files)} file(s) that do not decode:")
+        print(f"Left out {len(bad_files)} file(s) that do not load:")
         for bad in bad_files:
             print(f"  {bad['path']}: {bad['error_type']}: {bad['error']}")
 
@@ -171,20 +182,21 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="torchpack",
-        description="Pack ImageFolder trees into one LMDB or HDF5 file and check such stores.",
+        description="Pack ImageFolder and DatasetFolder trees into one LMDB or HDF5 file and check such stores.",
         epilog="Exit codes: 0 success, 1 error, 2 usage, 3 verify found damage. Run 'torchpack COMMAND --help' for details.",
     )
     parser.add_argument("--version", action="version", version=f"torchpack {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = commands.add_parser("convert", help="convert an ImageFolder tree to a store", description="Convert an ImageFolder tree (SRC/<class>/**/<image>) into one store file, or shards of one.")
-    p.add_argument("src", help="root of the ImageFolder tree")
+    p = commands.add_parser("convert", help="convert an ImageFolder or DatasetFolder tree to a store", description="Convert a tree (SRC/<class>/**/<file>) into one store file, or shards of one: its images (ImageFolder's extensions), or the files --extensions names.")
+    p.add_argument("src", help="root of the tree")
     p.add_argument("dst", help="store to write: .lmdb, or .h5/.hdf5")
     p.add_argument("--backend", choices=("lmdb", "hdf5"), help="backend, when DST's extension does not say")
+    p.add_argument("--extensions", help="convert the files with these extensions, as DatasetFolder lists them (e.g. .wav,.flac; default: ImageFolder's image extensions)")
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: one per CPU; 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
-    p.add_argument("--no-check", action="store_true", help="skip the full decode of every file (trust the data)")
+    p.add_argument("--no-check", action="store_true", help="skip the full decode of every image (trust the data)")
     p.add_argument("--storage", choices=("encoded", "reencode", "raw"), default="encoded", help="encoded: files untouched (default); reencode: JPEG with --short-side cap; raw: decoded pixels for tiny images")
     p.add_argument("--short-side", type=int, default=None, help="cap the short side (reencode, raw)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for reencode (default 90)")

@@ -35,8 +35,10 @@ class IngestOptions:
             the short side at ``short_side`` and saves JPEG at ``quality``; ``"raw"`` stores the
             decoded pixels (``uint8`` HWC: one channel for grayscale images, else RGB),
             compressed with ``raw_compression``.
-        check: decode every image (a file with one of ``image_extensions``) as the readers will,
-            and leave out those ImageFolder could not load.
+        check: decode every image as the readers will, and leave out those ImageFolder could
+            not load. An image is a file with one of ``image_extensions``, or whose content
+            starts like a JPEG, PNG, GIF, BMP, TIFF or WebP file (a ``.gif`` that an
+            ``is_valid_file`` accepts, say).
         check_file: a callable, called with each file's path; files for which it raises are left out.
         image_extensions: which files are images, by torchvision's rule (the lowercased name ends
             with one); None: every file. The converter passes ``IMG_EXTENSIONS`` (workers do not
@@ -85,8 +87,8 @@ class Ingested:
 _MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF8", "gif"),
-    (b"BM", "bmp"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
     (b"\x93NUMPY", "npy"),
@@ -97,6 +99,8 @@ _MAGIC = (
     (b"\x1f\x8b", "gzip"),
 )
 _RIFF = {b"WEBP": "webp", b"WAVE": "wav", b"AVI ": "avi"}
+_BMP_INFO_SIZES = (12, 40, 52, 56, 64, 108, 124)  # "BM" alone starts too many text files
+IMAGE_ENCODINGS = ("jpeg", "png", "gif", "bmp", "tiff", "webp")
 
 
 def sniff_encoding(data: bytes) -> str:
@@ -107,6 +111,8 @@ def sniff_encoding(data: bytes) -> str:
             return name
     if data[:4] == b"RIFF" and data[8:12] in _RIFF:
         return _RIFF[data[8:12]]
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_INFO_SIZES:
+        return "bmp"
     head = data[:4096]
     if b"\x00" not in head:
         try:
@@ -167,17 +173,21 @@ def ingest_file(path: str, options: IngestOptions) -> Ingested:
         if options.check_file is not None:
             options.check_file(path)
         with _pillow_settings(options):
-            # torchvision's has_file_allowed_extension, without importing torchvision here.
-            extensions = options.image_extensions
-            return _ingest_bytes(data, extensions is None or path.lower().endswith(extensions), options)
+            return _ingest_bytes(data, path, options)
     except Exception as exc:  # any failure only costs this one sample
         return Ingested(error_type=type(exc).__name__, error=str(exc) or repr(exc))
 
 
-def _ingest_bytes(data: bytes, is_image: bool, options: IngestOptions) -> Ingested:
+def _is_image(path: str, encoding: str, extensions: Optional[Tuple[str, ...]]) -> bool:
+    # torchvision's has_file_allowed_extension, without importing torchvision here.
+    return extensions is None or path.lower().endswith(extensions) or encoding in IMAGE_ENCODINGS
+
+
+def _ingest_bytes(data: bytes, path: str, options: IngestOptions) -> Ingested:
     if not data:
         raise ValueError("empty file")
     encoding = sniff_encoding(data)
+    is_image = _is_image(path, encoding, options.image_extensions)
     if options.storage == "encoded":
         if not (options.check and is_image):
             return Ingested(data, encoding, "", 0, 0, 0, zlib.crc32(data))
@@ -186,7 +196,7 @@ def _ingest_bytes(data: bytes, is_image: bool, options: IngestOptions) -> Ingest
             encoding = checked_format
         return Ingested(data, encoding, decoder, height, width, 3, zlib.crc32(data))
     if not is_image:
-        raise ValueError(f"storage={options.storage!r} stores images only; this file has no image extension")
+        raise ValueError(f"storage={options.storage!r} stores images only; this file is {encoding}")
     image = _cap_short_side(pillow_rgb(data), options.short_side)
     width, height = image.size
     if options.storage == "reencode":
