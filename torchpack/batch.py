@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -19,7 +20,9 @@ def batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
     saves that copy.
     """
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
+        # numpy's memory, not torch.empty's: glibc hands the freed pages of the last batch
+        # back, where torch maps (and page-faults) fresh ones for every batch.
+        return torch.from_numpy(np.empty(shape, dtype=np.uint8))
     storage = torch.UntypedStorage._new_shared(math.prod(shape))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 

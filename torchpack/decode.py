@@ -141,7 +141,7 @@ def fast_decoder_agrees() -> bool:
 
 
 def raw_pixels(data, height: int, width: int, channels: int, compression: Optional[str]) -> np.ndarray:
-    """A raw sample's pixels as HWC uint8 with 1 or 3 channels (see :func:`raw_rgb`)."""
+    """A raw sample's stored pixels as HWC uint8, with 1 or 3 channels (a view of ``data`` when uncompressed)."""
     nbytes = height * width * channels
     if compression == "lz4":
         data = lz4.block.decompress(data, uncompressed_size=nbytes, return_bytearray=True)  # writable: no copy later
@@ -151,10 +151,17 @@ def raw_pixels(data, height: int, width: int, channels: int, compression: Option
     return pixels.reshape(height, width, channels)
 
 
-def raw_rgb(data, shape: Tuple[int, int, int], compression: Optional[str]) -> np.ndarray:
-    """A raw sample as HWC RGB: grayscale samples are stored with one channel and repeated here."""
+def raw_rgb(data, shape: Tuple[int, int, int], compression: Optional[str], channels_first: bool = False) -> np.ndarray:
+    """A raw sample as a new RGB array, HWC (or CHW): a grayscale sample's one stored channel, repeated."""
     pixels = raw_pixels(data, *shape, compression)
-    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+    height, width, _ = shape
+    if channels_first:
+        out = np.empty((3, height, width), dtype=np.uint8)
+        out[...] = pixels.transpose(2, 0, 1)  # one copy, broadcasting a single channel
+    else:
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        out[...] = pixels
+    return out
 
 
 def decode_pil(
