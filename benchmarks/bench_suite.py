@@ -2,14 +2,21 @@
 
 usage::
 
-    python benchmarks/bench_suite.py [--tree PHOTO_TREE] [--workers 2] [--out bench_out/] [--quick]
+    python benchmarks/bench_suite.py --tree PHOTOS [--tree PHOTOS_NATIVE ...] [--tiny TINY]
+                                     [--workers 2] [--rounds 3] [--out bench_out/] [--quick]
 
-Without ``--tree`` it generates a tree of photo-like JPEGs. It always generates a tiny-image
-tree of 28x28 grayscale PNGs (MNIST-like). Every rate is images per second through a
-``DataLoader`` (or a ``multiprocessing.Pool`` for the decode bounds) with ``--workers``
-processes, on a warm page cache: the files are read once, and each loader runs a few
-warm-up batches on persistent workers, before the timed epochs. Results go to
-``OUT/results.json``, ``OUT/results.md`` and ``OUT/results.png``.
+Each ``--tree`` is an ImageFolder tree of photos (``../shared/data/get_photo_tree.sh OUT`` and
+``get_photo_tree.sh OUT python3 --native`` build the team's two); without one it generates
+photo-like JPEGs. ``--tiny`` is a tree of 28x28 PNGs (``make_tiny_tree.py`` makes one from real
+photos); without it one is made from the first photo tree.
+
+Every read path is measured twice: through a ``DataLoader`` with ``--workers`` worker
+processes, and in the training process (``num_workers=0``), which is images per CPU-second:
+what scales to a node with many cores. "Per item" means one ``__getitem__`` per sample (a
+wrapper hides ``__getitems__``); "batched" means one ``__getitems__`` per batch. Every ratio
+is against ImageFolder with ``--workers`` workers on the same tree, measured in the same run.
+Page caches are warm, and every configuration is measured in ``--rounds`` round-robin rounds
+(medians reported). Results go to ``OUT/results.json``, ``OUT/results.md`` and ``OUT/results.png``.
 """
 
 from __future__ import annotations
@@ -32,19 +39,27 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 import torchpack
+from torchpack.batch import batch_tensor
 from torchpack.decode import jpeg_scale
+from torchpack.ingest import check_image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_tiny_tree import make_tiny_tree as tiny_tree_from_photos  # noqa: E402
 
 DATASETS = {"lmdb": ("LMDBImageFolder", ".lmdb"), "hdf5": ("HDF5ImageFolder", ".h5")}
 _STARTED = time.perf_counter()
 PHOTO_BATCH = 64
+TINY_BATCH = 512
 SHORT_SIDE = 256
 CROP = 224
+#: The training-ready store: short side capped at 256 (ImageNet's evaluation resize), JPEG quality 90.
+REENCODE = {"storage": "reencode", "short_side": SHORT_SIDE, "quality": 90}
 
 # The ImageNet evaluation pipeline, on PIL images (ImageFolder and the default path) ...
 PIL_TRANSFORM = T.Compose([T.Resize(SHORT_SIDE), T.CenterCrop(CROP), T.PILToTensor()])
@@ -54,11 +69,13 @@ TENSOR_TRANSFORM = v2.Compose([v2.Resize(SHORT_SIDE, antialias=True), v2.CenterC
 
 @dataclass
 class Result:
-    """One measured configuration."""
+    """One measured figure."""
 
-    group: str  # "photo", "tiny", "convert", "size"
+    section: str  # "photo", "tiny", "convert", "size"
+    tree: str  # which tree it was measured on
     name: str
     value: float  # images/s, or bytes for "size"
+    workers: int | None = None  # DataLoader (or pool) processes; 0: in the training process
     unit: str = "img/s"
     ratio: float | None = None  # against ``baseline``
     baseline: str | None = None
@@ -91,7 +108,7 @@ def make_photo_tree(root: str, num_classes: int, per_class: int, seed: int = 0) 
 
 
 def make_tiny_tree(root: str, count: int, num_classes: int = 10, seed: int = 0) -> str:
-    """``count`` 28x28 grayscale PNGs in ``num_classes`` classes: an MNIST-sized ImageFolder tree."""
+    """``count`` synthetic 28x28 grayscale PNGs (rings and noise), for smoke runs without photos."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:28, 0:28]
     for c in range(num_classes):
@@ -133,7 +150,28 @@ def warm_page_cache(paths: Iterable[str]) -> int:
     return total
 
 
+def read_blobs(paths: Iterable[str]) -> list[bytes]:
+    blobs = []
+    for path in paths:
+        with open(path, "rb") as f:
+            blobs.append(f.read())
+    return blobs
+
+
 # -- DataLoader rates -------------------------------------------------------------------------
+
+
+class PerItem(Dataset):
+    """Hides a dataset's ``__getitems__``: the DataLoader then calls ``__getitem__`` once per sample."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
 
 
 def loader_rate(
@@ -144,7 +182,10 @@ def loader_rate(
     collate_fn: Callable | None = None,
     warmup_batches: int | None = None,
 ) -> float:
-    """Images/s through a shuffling DataLoader: warm-up batches, then whole epochs for at least ``min_seconds``."""
+    """Images/s through a shuffling DataLoader: warm-up batches, then batches for at least ``min_seconds``.
+
+    Workers are persistent and started before the clock, as in a training run's second epoch.
+    """
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -162,6 +203,8 @@ def loader_rate(
     while True:
         for batch in loader:
             images += len(batch[1])
+            if time.perf_counter() - started >= min_seconds:
+                break
         elapsed = time.perf_counter() - started
         if elapsed >= min_seconds:
             break
@@ -169,7 +212,21 @@ def loader_rate(
     return images / elapsed
 
 
-# -- decode bounds: the same decoder on bytes already in memory --------------------------------
+def epoch_rate(dataset, batch_size: int, collate_fn: Callable) -> float:
+    """Images/s of one whole shuffled epoch in this process, from a dataset no sample of which was read yet."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    images = sum(len(batch[1]) for batch in loader)
+    return images / (time.perf_counter() - started)
+
+
+def full_pass(dataset, batch_size: int, collate_fn: Callable | None = None) -> None:
+    """Read every sample once in this process (its CRC-32 is then checked, and remembered)."""
+    for start in range(0, len(dataset), batch_size):
+        (collate_fn or default_collate)(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))))
+
+
+# -- bounds: the same work on bytes already in memory, no loader ------------------------------
 
 _BLOBS: list[bytes] = []
 
@@ -191,12 +248,17 @@ def scaled_tensor_path(data: bytes) -> torch.Tensor:
 
 
 def full_decode(data: bytes) -> tuple[int, int]:
-    """The converter's check: a full Pillow decode to RGB, as ImageFolder's loader does."""
+    """A full Pillow decode to RGB, as ImageFolder's loader does."""
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB").size
 
 
-BOUND_FUNCTIONS = {"pil": pil_path, "scaled_tensor": scaled_tensor_path, "full_decode": full_decode}
+BOUND_FUNCTIONS = {
+    "pil": pil_path,
+    "scaled_tensor": scaled_tensor_path,
+    "full_decode": full_decode,
+    "check": check_image,  # the converter's own check, as its workers run it
+}
 
 
 def _bound_init() -> None:
@@ -211,24 +273,68 @@ def _bound_chunk(task: tuple[str, int, int]) -> int:
 
 
 def decode_bound(blobs: list[bytes], function: str, workers: int, min_seconds: float, chunk: int = 16) -> float:
-    """Images/s of ``function`` over in-memory ``blobs`` in a pool of ``workers`` forked processes."""
+    """Images/s of ``function`` over in-memory ``blobs``: a pool of ``workers`` forked processes, or this one (0)."""
     global _BLOBS
     _BLOBS = blobs  # inherited by the forked workers: no bytes cross a pipe
     tasks = [(function, i, min(i + chunk, len(blobs))) for i in range(0, len(blobs), chunk)]
-    with multiprocessing.get_context("fork").Pool(max(workers, 1), initializer=_bound_init) as pool:
-        pool.map(_bound_chunk, tasks[: 2 * max(workers, 1)])  # warm up
-        images, started = 0, time.perf_counter()
-        while True:
-            images += sum(pool.imap_unordered(_bound_chunk, tasks))
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_seconds:
-                break
+    images, started = 0, None
+    if workers == 0:
+        _bound_chunk(tasks[0])
+        started = time.perf_counter()
+        while time.perf_counter() - started < min_seconds:
+            for task in tasks:
+                images += _bound_chunk(task)
+                if time.perf_counter() - started >= min_seconds:
+                    break
+    else:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_bound_init) as pool:
+            pool.map(_bound_chunk, tasks[: 2 * workers])  # warm up
+            started = time.perf_counter()
+            while time.perf_counter() - started < min_seconds:
+                images += sum(pool.imap_unordered(_bound_chunk, tasks))
+    elapsed = time.perf_counter() - started
     _BLOBS = []
     return images / elapsed
 
 
-# -- the suite --------------------------------------------------------------------------------
+class TransportOnly(Dataset):
+    """Ready-made batches, written once into shared memory and sent: what the DataLoader alone can deliver.
 
+    ``touch=False`` sends memory it never wrote: the kernel maps it without zeroing it page by
+    page, which no real batch can skip; kept as a second, looser ceiling.
+    """
+
+    def __init__(self, size: int, shape: tuple[int, ...] = (3, 28, 28), touch: bool = True) -> None:
+        self.size = size
+        self.shape = shape
+        self.touch = touch
+        self.template = torch.randint(0, 256, (TINY_BATCH, *shape), dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitems__(self, indices: list[int]) -> torchpack.StackedBatch:
+        images = batch_tensor((len(indices), *self.shape))
+        if self.touch:
+            images.copy_(self.template[: len(indices)])
+        return torchpack.StackedBatch(images, torch.zeros(len(indices), dtype=torch.int64))
+
+
+def gather_rate(pixels: np.ndarray, batch_size: int, min_seconds: float) -> float:
+    """Images/s of a numpy gather of shuffled batches of rows from RAM into new tensors, in this process."""
+    rng = np.random.default_rng(0)
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds:
+        order = rng.permutation(len(pixels))
+        for start in range(0, len(order), batch_size):
+            torch.from_numpy(pixels[order[start : start + batch_size]])
+            images += min(batch_size, len(order) - start)
+            if time.perf_counter() - started >= min_seconds:
+                break
+    return images / (time.perf_counter() - started)
+
+
+# -- conversions, in a fresh interpreter --------------------------------------------------------
 
 _CONVERT = """
 import json, sys, time, torchpack
@@ -264,7 +370,7 @@ def measure_rounds(measures: dict[str, Callable[[], float]], rounds: int) -> dic
     for i in range(rounds):
         for name, measure in measures.items():
             samples[name].append(measure())
-            log(f"round {i + 1}/{rounds} {name}: {samples[name][-1]:.0f} img/s")
+            log(f"round {i + 1}/{rounds} {name}: {samples[name][-1]:,.0f} img/s")
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
@@ -272,264 +378,341 @@ def dataset_class(backend: str):
     return getattr(torchpack, DATASETS[backend][0])
 
 
-def photo_conversions(args: argparse.Namespace, tree: str, work: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """The photo tree into each backend, with and without the full-decode check."""
+# -- the photo trees ----------------------------------------------------------------------------
+
+
+def photo_jobs(args: argparse.Namespace, tree: str, label: str, work: str) -> dict[str, tuple[str, str, dict]]:
+    """Each backend: the lossless store with and without the check, and the training-ready store."""
     jobs = {}
-    for check in (True, False):
-        for backend in DATASETS:
-            dst = os.path.join(work, f"photo{'' if check else '_nocheck'}{DATASETS[backend][1]}")
-            jobs[f"convert {backend}, {'full-decode check' if check else 'no check'}"] = (
-                tree, dst, {"workers": args.workers, "check": check}
-            )
+    for backend, (_, ext) in DATASETS.items():
+        for kind, options in (("checked", {}), ("unchecked", {"check": False}), ("reencoded", REENCODE)):
+            jobs[f"{backend} {kind}"] = (tree, os.path.join(work, f"{label}_{kind}{ext}"), {"workers": args.workers, **options})
     return jobs
 
 
-def tiny_conversions(args: argparse.Namespace, tree: str, work: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """The tiny tree into raw stores of each backend and compression."""
-    return {
-        f"tiny {backend} {compression}": (
-            tree,
-            os.path.join(work, f"tiny_{compression}{DATASETS[backend][1]}"),
-            {"workers": args.workers, "storage": "raw", "raw_compression": compression},
+def photo_measures(args: argparse.Namespace, tree: str, stores: dict[str, str], blobs: dict[str, list[bytes]]):
+    """name -> (measure of the DataLoader path with `workers` processes, in-process measure)."""
+
+    def rate(factory, workers):
+        return lambda: loader_rate(factory(), workers, args.photo_batch, args.min_seconds)
+
+    def bound(function, kind, workers):
+        return lambda: decode_bound(blobs[kind], function, workers, args.min_seconds)
+
+    routes = {"ImageFolder (PIL)": lambda: ImageFolder(tree, transform=PIL_TRANSFORM)}
+    for backend in DATASETS:
+        cls, lossless, reencoded = dataset_class(backend), stores[f"{backend} checked"], stores[f"{backend} reencoded"]
+        routes[f"{cls.__name__} default (PIL)"] = lambda c=cls, s=lossless: c(s, transform=PIL_TRANSFORM)
+        routes[f"{cls.__name__} fast (tensor, decode_size=256)"] = lambda c=cls, s=lossless: c(
+            s, transform=TENSOR_TRANSFORM, decode="tensor", decode_size=SHORT_SIDE
         )
-        for backend in DATASETS
-        for compression in ("lz4", "none")
-    }
+        routes[f"{cls.__name__} training-ready store, PIL"] = lambda c=cls, s=reencoded: c(s, transform=PIL_TRANSFORM)
+        routes[f"{cls.__name__} training-ready store, tensor"] = lambda c=cls, s=reencoded: c(
+            s, transform=TENSOR_TRANSFORM, decode="tensor"
+        )
+    measures = {name: (rate(factory, args.workers), rate(factory, 0)) for name, factory in routes.items()}
+    for name, function, kind in (
+        ("bound: PIL decode+transform, in memory", "pil", "tree"),
+        ("bound: scaled decode+tensor transform, in memory", "scaled_tensor", "tree"),
+        ("bound: training-ready bytes, PIL decode+transform, in memory", "pil", "reencoded"),
+        ("bound: training-ready bytes, decode+tensor transform, in memory", "scaled_tensor", "reencoded"),
+    ):
+        measures[name] = (bound(function, kind, args.workers), bound(function, kind, 0))
+    return measures
 
 
-def run_photo(
-    args: argparse.Namespace, tree: str, jobs: dict[str, tuple], converted: dict[str, dict], results: list[Result]
-) -> None:
-    """ImageFolder, the default and fast paths, the decode bounds, conversion and store size."""
+BOUND_OF = {
+    "default (PIL)": "bound: PIL decode+transform, in memory",
+    "fast (tensor": "bound: scaled decode+tensor transform, in memory",
+    "training-ready store, PIL": "bound: training-ready bytes, PIL decode+transform, in memory",
+    "training-ready store, tensor": "bound: training-ready bytes, decode+tensor transform, in memory",
+}
+
+
+def run_photo(args, tree: str, label: str, jobs: dict, converted: dict, results: list[Result]) -> None:
     files = tree_files(tree)
-    log(f"photo tree: {tree} ({len(files)} images)")
-    blobs = []
-    for path in files:
-        with open(path, "rb") as f:
-            blobs.append(f.read())
-    stores = {}
-    for name, (_, dst, options) in jobs.items():
-        rate = converted[name]["images_per_second"]
-        results.append(Result("convert", name, rate, extra={"seconds": converted[name]["seconds"]}))
-        log(f"{name}: {rate:.0f} img/s")
-        if options["check"]:
-            stores[name.split()[1].rstrip(",")] = dst
-        else:
-            os.remove(dst)
-    bound = measure_rounds(
-        {"full decode bound": lambda: decode_bound(blobs, "full_decode", args.workers, args.min_seconds)}, args.rounds
-    )["full decode bound"]
-    results.append(Result("convert", "bound: Pillow full decode, in memory", bound))
-    for r in results:
-        if r.group == "convert" and r.name.startswith("convert") and "full-decode" in r.name:
-            r.ratio, r.baseline = r.value / bound, "bound: Pillow full decode, in memory"
+    log(f"photo tree {label}: {tree} ({len(files)} images)")
+    stores = {name: dst for name, (_, dst, _) in jobs.items()}
+    tree_blobs = read_blobs(files)
+    reencoded = dataset_class("lmdb")(stores["lmdb reencoded"])
+    blobs = {"tree": tree_blobs, "reencoded": [reencoded.read_bytes(i) for i in range(len(reencoded))]}
+    del reencoded
+
+    measured = measure_rounds(
+        {
+            "check": lambda: decode_bound(tree_blobs, "check", args.workers, args.min_seconds),
+            "full_decode": lambda: decode_bound(tree_blobs, "full_decode", args.workers, args.min_seconds),
+        },
+        args.rounds,
+    )
+    check_bound = "bound: the check's own decode, in memory"
+    results.append(Result("convert", label, check_bound, measured["check"], args.workers))
+    results.append(Result("convert", label, "bound: Pillow full decode, in memory", measured["full_decode"], args.workers))
+    for name, (_, _, options) in jobs.items():
+        backend, kind = name.split()
+        run = converted[name]
+        row = Result("convert", label, f"convert {backend}, {kind}", run["images_per_second"], args.workers)
+        row.extra["seconds"] = run["seconds"]
+        if kind == "checked":
+            row.ratio, row.baseline = run["images_per_second"] / measured["check"], check_bound
+            row.extra["of_pillow_decode"] = run["images_per_second"] / measured["full_decode"]
+        results.append(row)
+        if kind == "unchecked":
+            os.remove(stores[name])
 
     tree_size = tree_allocated_bytes(tree)
-    results.append(Result("size", "tree (files + folders)", tree_size, "bytes"))
-    for backend, dst in stores.items():
-        size = allocated_bytes([dst])
-        results.append(Result("size", f"{backend} store", size, "bytes", size / tree_size, "tree (files + folders)"))
+    results.append(Result("size", label, "tree (files + folders)", tree_size, unit="bytes"))
+    for name in ("lmdb checked", "hdf5 checked", "lmdb reencoded", "hdf5 reencoded"):
+        size = allocated_bytes([stores[name]])
+        results.append(Result("size", label, f"{name.replace('checked', 'lossless')} store", size, unit="bytes", ratio=size / tree_size, baseline="tree"))
 
-    warm_page_cache([*files, *stores.values()])
-    rate = lambda ds: loader_rate(ds, args.workers, args.photo_batch, args.min_seconds)  # noqa: E731
-    base = "ImageFolder (PIL)"
-    measures = {base: lambda: rate(ImageFolder(tree, transform=PIL_TRANSFORM))}
-    for backend, dst in stores.items():
-        cls = dataset_class(backend)
-        measures[f"{cls.__name__} default (PIL)"] = lambda cls=cls, dst=dst: rate(cls(dst, transform=PIL_TRANSFORM))
-        measures[f"{cls.__name__} fast (tensor, decode_size=256)"] = lambda cls=cls, dst=dst: rate(
-            cls(dst, transform=TENSOR_TRANSFORM, decode="tensor", decode_size=SHORT_SIDE)
+    warm_page_cache([*files, *(stores[n] for n in stores if "unchecked" not in n)])
+    measures = photo_measures(args, tree, stores, blobs)
+    flat = {f"{name} @{w}": pair[i] for name, pair in measures.items() for i, w in enumerate((args.workers, 0))}
+    rates = measure_rounds(flat, args.rounds)
+    base = rates[f"ImageFolder (PIL) @{args.workers}"]
+    base_one = rates["ImageFolder (PIL) @0"]
+    for name in measures:
+        for workers in (args.workers, 0):
+            value = rates[f"{name} @{workers}"]
+            row = Result("photo", label, name, value, workers, ratio=value / base, baseline=f"ImageFolder, {args.workers} workers")
+            row.extra["vs_imagefolder_same_workers"] = value / (base if workers else base_one)
+            bound = next((b for key, b in BOUND_OF.items() if key in name), None)
+            if bound is not None:
+                row.extra["of_bound"] = value / rates[f"{bound} @{workers}"]
+            results.append(row)
+
+
+# -- tiny images --------------------------------------------------------------------------------
+
+
+def tiny_jobs(args: argparse.Namespace, tree: str, work: str) -> dict[str, tuple[str, str, dict]]:
+    return {
+        f"{backend} {compression}": (
+            tree,
+            os.path.join(work, f"tiny_{compression}{ext}"),
+            {"workers": args.workers, "storage": "raw", "raw_compression": compression},
         )
-    bound_names = {
-        "bound: PIL decode+transform, in memory": "pil",
-        "bound: scaled decode+tensor transform, in memory": "scaled_tensor",
+        for backend, (_, ext) in DATASETS.items()
+        for compression in ("none", "lz4")
     }
-    for name, function in bound_names.items():
-        measures[name] = lambda function=function: decode_bound(blobs, function, args.workers, args.min_seconds)
-    measured = measure_rounds(measures, args.rounds)
-    bounds = {name: measured.pop(name) for name in bound_names}
-    for name, value in {**measured, **bounds}.items():
-        extra = {}
-        if "fast" in name:
-            extra["of_scaled_bound"] = value / bounds["bound: scaled decode+tensor transform, in memory"]
-        elif "default" in name:
-            extra["of_pil_bound"] = value / bounds["bound: PIL decode+transform, in memory"]
-        results.append(Result("photo", name, value, ratio=value / measured[base], baseline=base, extra=extra))
 
 
-def run_tiny(args: argparse.Namespace, tree: str, jobs: dict[str, tuple], results: list[Result]) -> None:
-    """28x28 PNGs: ImageFolder against raw stores, per item and as stacked batches."""
-    log(f"tiny tree: {args.tiny_count} 28x28 PNGs")
-    stores = {tuple(name.split()[1:]): dst for name, (_, dst, _) in jobs.items()}
-    warm_page_cache([*tree_files(tree), *stores.values()])
-    rate = lambda ds, collate=None: loader_rate(ds, args.workers, args.tiny_batch, args.min_seconds, collate)  # noqa: E731
-    base = "ImageFolder (PIL, PILToTensor)"
-    measures = {base: lambda: rate(ImageFolder(tree, transform=T.PILToTensor()))}
-    for (backend, compression), dst in stores.items():
-        cls = dataset_class(backend)
-        dataset = cls(dst, decode="tensor")
-        measures[f"{cls.__name__} raw {compression}, per item"] = lambda dataset=dataset: rate(dataset)
-        measures[f"{cls.__name__} raw {compression}, batched, {args.workers} workers"] = lambda dataset=dataset: rate(
-            dataset, torchpack.SkipBadCollate()
-        )
-        # The same batched reads in the training process: no worker-to-trainer transport.
-        measures[f"{cls.__name__} raw {compression}, batched in-process (0 workers)"] = lambda dataset=dataset: (
-            loader_rate(dataset, 0, args.tiny_batch, args.min_seconds, torchpack.SkipBadCollate())
-        )
-    transport = f"bound: DataLoader transport of ready batches, {args.workers} workers"
-    measures[transport] = lambda: rate(TransportOnly(args.tiny_count), torchpack.SkipBadCollate())
-    measured = measure_rounds(measures, args.rounds)
-    for name, value in measured.items():
-        results.append(Result("tiny", name, value, ratio=value / measured[base], baseline=base))
+def run_tiny(args, tree: str, jobs: dict, converted: dict, results: list[Result]) -> None:
+    """Tiny PNGs: ImageFolder against raw stores, per item and batched, with workers and in-process."""
+    files = tree_files(tree)
+    log(f"tiny tree: {tree} ({len(files)} PNGs)")
+    stores = {name: dst for name, (_, dst, _) in jobs.items()}
+    warm_page_cache([*files, *stores.values()])
+    tree_size = tree_allocated_bytes(tree)
+    results.append(Result("size", "tiny", "tiny tree (files + folders)", tree_size, unit="bytes"))
+    for name, dst in stores.items():
+        size = allocated_bytes([dst])
+        results.append(Result("size", "tiny", f"tiny raw {name} store", size, unit="bytes", ratio=size / tree_size, baseline="tree"))
+        results.append(Result("convert", "tiny", f"convert tiny raw {name}", converted[name]["images_per_second"], args.workers))
+    batch, seconds, workers = args.tiny_batch, args.min_seconds, args.workers
+    collate = torchpack.SkipBadCollate()
+    reference = ImageFolder(tree, transform=T.PILToTensor())
+    measures: dict[str, Callable[[], float]] = {
+        f"ImageFolder (PIL, PILToTensor) @{workers}": lambda: loader_rate(reference, workers, batch, seconds),
+        "ImageFolder (PIL, PILToTensor) @0": lambda: loader_rate(reference, 0, batch, seconds),
+    }
+    for name, dst in stores.items():
+        backend, compression = name.split()
+        dataset = dataset_class(backend)(dst, decode="tensor")
+        full_pass(dataset, batch, collate)  # every sample's CRC-32 checked once, as in a first epoch
+        label = f"{dataset_class(backend).__name__} raw {compression}"
+        for w in (workers, 0):
+            measures[f"{label}, per item @{w}"] = lambda d=dataset, w=w: loader_rate(PerItem(d), w, batch, seconds)
+            measures[f"{label}, batched @{w}"] = lambda d=dataset, w=w: loader_rate(d, w, batch, seconds, collate)
+    first_epoch = "HDF5ImageFolder raw none, batched, first epoch (checking every CRC-32) @0"
+    measures[first_epoch] = lambda: epoch_rate(dataset_class("hdf5")(stores["hdf5 none"], decode="tensor"), batch, collate)
+    ram = np.stack([reference[i][0].numpy() for i in range(len(reference))])
+    measures["bound: numpy gather of the same images from RAM (N, 3, 28, 28) @0"] = lambda: gather_rate(ram, batch, seconds)
+    measures[f"bound: DataLoader transport of ready batches @{workers}"] = lambda: loader_rate(
+        TransportOnly(len(files)), workers, batch, seconds, collate
+    )
+    measures[f"bound: DataLoader transport of never-written batches @{workers}"] = lambda: loader_rate(
+        TransportOnly(len(files), touch=False), workers, batch, seconds, collate
+    )
+    rates = measure_rounds(measures, args.rounds)
+    base = rates[f"ImageFolder (PIL, PILToTensor) @{workers}"]
+    base_one = rates["ImageFolder (PIL, PILToTensor) @0"]
+    gather = rates["bound: numpy gather of the same images from RAM (N, 3, 28, 28) @0"]
+    transport = rates[f"bound: DataLoader transport of ready batches @{workers}"]
+    for key, value in rates.items():
+        name, w = key.rsplit(" @", 1)
+        w = int(w)
+        row = Result("tiny", "tiny", name, value, w, ratio=value / base, baseline=f"ImageFolder, {workers} workers")
+        row.extra["vs_imagefolder_same_workers"] = value / (base if w else base_one)
+        if "batched" in name:
+            row.extra["of_bound"] = value / (transport if w else gather)
+        results.append(row)
 
 
-class TransportOnly(torch.utils.data.Dataset):
-    """Batches of 28x28 images made without reading anything: what the DataLoader alone can deliver."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitems__(self, indices: list[int]) -> torchpack.StackedBatch:
-        from torchpack.batch import batch_tensor
-
-        return torchpack.StackedBatch(batch_tensor((len(indices), 3, 28, 28)), torch.zeros(len(indices), dtype=torch.int64))
+# -- floors -------------------------------------------------------------------------------------
 
 
-# -- floors -----------------------------------------------------------------------------------
+def floors(results: list[Result], workers: int, hard_tree: str) -> list[dict[str, Any]]:
+    """The issues' floors, each with the measured figure of the worse backend."""
 
-
-def floors(results: list[Result]) -> list[dict[str, Any]]:
-    """The issue's floors, each with the measured figure (the worse backend where there are two)."""
-
-    def worst(group: str, contains: str, key: str = "ratio") -> float | None:
+    def worst(section: str, contains: str, w: int | None, key: str = "ratio", tree: str | None = None) -> float | None:
         values = [
-            (r.extra[key] if key in r.extra else getattr(r, key))
+            r.extra.get(key) if key != "ratio" else r.ratio
             for r in results
-            if r.group == group and contains in r.name
+            if r.section == section
+            and (r.name.endswith(contains) if section == "tiny" else contains in r.name)
+            and (w is None or r.workers == w)
+            and (tree is None or r.tree == tree)
         ]
         values = [v for v in values if v is not None]
         return min(values) if values else None
 
     table = [
-        ("default path vs ImageFolder", worst("photo", "default"), 1.05),
-        ("fast path vs ImageFolder", worst("photo", "fast"), 2.0),
-        ("fast path vs scaled decode bound", worst("photo", "fast", "of_scaled_bound"), 0.90),
-        ("tiny raw per item vs ImageFolder", worst("tiny", "per item"), 6.0),
-        ("tiny raw batched vs ImageFolder (workers)", worst("tiny", "batched,"), 50.0),
-        ("tiny raw batched vs ImageFolder (in-process)", worst("tiny", "batched in-process"), 50.0),
-        ("conversion with check vs decode bound", worst("convert", "full-decode check"), 0.90),
+        ("default path vs ImageFolder (issue 9: no lower than before, 1.03)", worst("photo", "default", workers), 1.03),
+        ("fast path vs ImageFolder (issue 9: no lower than before, 2.32)", worst("photo", "fast", workers), 2.32),
+        (f"training-ready store, tensor path, vs ImageFolder, {hard_tree} tree", worst("photo", "training-ready store, tensor", workers, tree=hard_tree), 4.0),
+        (f"conversion with the check vs its in-memory decode bound, {hard_tree} tree", worst("convert", "checked", workers, tree=hard_tree), 0.90),
+        ("tiny raw per item vs ImageFolder", worst("tiny", "raw none, per item", workers), 6.0),
+        ("tiny raw batched in-process vs ImageFolder", worst("tiny", "HDF5ImageFolder raw none, batched", 0), 100.0),
+        ("tiny raw batched in-process vs numpy gather from RAM", worst("tiny", "HDF5ImageFolder raw none, batched", 0, "of_bound"), 0.70),
+        ("tiny raw batched with workers vs DataLoader transport", worst("tiny", "HDF5ImageFolder raw none, batched", workers, "of_bound"), 0.85),
     ]
-    sizes = [r.ratio for r in results if r.group == "size" and r.ratio is not None]
-    out = [{"floor": n, "measured": v, "at_least": f, "met": v is not None and v >= f} for n, v, f in table]
-    worst_size = max(sizes) if sizes else None
-    out.append({"floor": "store size vs tree", "measured": worst_size, "at_most": 1.0, "met": worst_size is not None and worst_size <= 1.0})
-    return out
+    return [{"floor": n, "measured": v, "at_least": f, "met": v is not None and v >= f} for n, v, f in table]
 
 
-# -- reporting --------------------------------------------------------------------------------
+# -- reporting ----------------------------------------------------------------------------------
 
 
 def log(message: str) -> None:
     print(f"[bench {time.perf_counter() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def fmt_value(r: Result) -> str:
-    return f"{r.value / 2**20:,.1f} MiB" if r.unit == "bytes" else f"{r.value:,.0f} img/s"
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
 
 
-def fmt_ratio(r: Result) -> str:
-    if r.ratio is None:
-        return ""
-    return f"{r.ratio:.2f}x" if r.group != "size" else f"{r.ratio:.1%} of tree"
+def _x(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def paired_rows(results: list[Result], section: str, workers: int) -> list[dict[str, Any]]:
+    """One row per (tree, configuration): its figure with workers and its figure in-process side by side."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        if r.section != section:
+            continue
+        row = rows.setdefault((r.tree, r.name), {"tree": r.tree, "name": r.name})
+        key = "w" if r.workers == workers else "p"
+        row[key] = r
+    return list(rows.values())
 
 
 def markdown(results: list[Result], floor_rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    w = config["workers"]
     lines = [
-        f"Workers: {config['workers']}, photo tree: {config['photo_images']} images ({config['tree']}), "
-        f"tiny tree: {config['tiny_count']} 28x28 PNGs, CPUs: {config['cpus']}.",
+        f"CPUs: {config['cpus']}; {w} DataLoader workers; trees: "
+        + ", ".join(f"{label} ({n} images of {kb:.0f} KB on average, {path})" for label, path, n, kb in config["trees"])
+        + f"; tiny: {config['tiny_count']} 28x28 PNGs; medians of {config['rounds']} rounds.",
         "",
-        "| group | configuration | rate / size | ratio | against |",
-        "| --- | --- | ---: | ---: | --- |",
+        f"Ratios are against ImageFolder with {w} workers on the same tree, in the same run; "
+        "\"in-process\" is `num_workers=0` (images per CPU-second); \"of bound\" is against the same "
+        "work on bytes already in memory, with as many processes.",
+        "",
+        f"| tree | configuration | {w} workers: img/s | x ImageFolder | of bound | in-process: img/s | x ImageFolder | of bound |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    for section in ("photo", "tiny"):
+        for row in paired_rows(results, section, w):
+            a, b = row.get("w"), row.get("p")
+            cells = []
+            for r in (a, b):
+                of_bound = r.extra.get("of_bound") if r else None
+                cells += [_rate(r.value if r else None), _x(r.ratio if r else None), "" if of_bound is None else f"{of_bound:.0%}"]
+            lines.append(f"| {row['tree']} | {row['name']} | " + " | ".join(cells) + " |")
+    lines += ["", f"| tree | conversion ({w} workers) | img/s | of its bound | of a Pillow decode |", "| --- | --- | ---: | ---: | ---: |"]
     for r in results:
-        note = "".join(f", {k.replace('_', ' ')} {v:.0%}" for k, v in r.extra.items() if k.startswith("of_"))
-        lines.append(f"| {r.group} | {r.name} | {fmt_value(r)} | {fmt_ratio(r)}{note} | {r.baseline or ''} |")
+        if r.section == "convert":
+            pillow = r.extra.get("of_pillow_decode")
+            lines.append(
+                f"| {r.tree} | {r.name} | {r.value:,.0f} | {'' if r.ratio is None else f'{r.ratio:.0%}'} | "
+                f"{'' if pillow is None else f'{pillow:.0%}'} |"
+            )
+    lines += ["", "| tree | size on disk | MiB | of the tree |", "| --- | --- | ---: | ---: |"]
+    for r in results:
+        if r.section == "size":
+            lines.append(f"| {r.tree} | {r.name} | {r.value / 2**20:,.1f} | {'' if r.ratio is None else f'{r.ratio:.1%}'} |")
     lines += ["", "| floor | measured | needed | met |", "| --- | ---: | ---: | :---: |"]
     for f in floor_rows:
-        needed = f">= {f['at_least']}" if "at_least" in f else f"<= {f['at_most']}"
         measured = "n/a" if f["measured"] is None else f"{f['measured']:.2f}"
-        lines.append(f"| {f['floor']} | {measured} | {needed} | {'yes' if f['met'] else 'NO'} |")
+        lines.append(f"| {f['floor']} | {measured} | >= {f['at_least']} | {'yes' if f['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[Result], path: str) -> None:
+def plot(results: list[Result], workers: int, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [g for g in ("photo", "tiny", "convert") if any(r.group == g for r in results)]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 + 0.45 * len(results)), squeeze=False)
-    titles = {"photo": "Photo JPEGs, Resize(256)+CenterCrop(224)", "tiny": "28x28 PNGs", "convert": "Conversion"}
-    for ax, group in zip(axes[:, 0], groups):
-        rows = [r for r in results if r.group == group]
-        colours = ["tab:grey" if r.name.startswith("ImageFolder") else "tab:orange" if "bound" in r.name else "tab:blue" for r in rows]
-        ax.barh([r.name for r in rows], [r.value for r in rows], color=colours)
-        for y, r in enumerate(rows):
-            label = f" {r.value:,.0f}" + (f"  ({r.ratio:.2f}x)" if r.ratio is not None else "")
-            ax.text(r.value, y, label, va="center", fontsize=8)
+    panels = [(s, t) for s in ("photo", "tiny") for t in dict.fromkeys(r.tree for r in results if r.section == s)]
+    heights = [len({r.name for r in results if (r.section, r.tree) == p}) for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.5 + 0.42 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights or [1]})
+    for ax, (section, tree) in zip(axes[:, 0], panels):
+        rows = paired_rows([r for r in results if r.tree == tree], section, workers)
+        names = [row["name"] for row in rows]
+        y = np.arange(len(rows))
+        for offset, key, colour, label in ((-0.2, "w", "tab:blue", f"{workers} workers"), (0.2, "p", "tab:orange", "in-process")):
+            values = [row[key].ratio if key in row else 0 for row in rows]
+            ax.barh(y + offset, values, height=0.4, color=colour, label=label)
+            for yy, v in zip(y + offset, values):
+                if v:
+                    ax.text(v, yy, f" {v:.2f}x", va="center", fontsize=7)
+        ax.set_yticks(y, names, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xscale("log" if group == "tiny" else "linear")
-        ax.set_xlim(right=max(r.value for r in rows) * (4 if group == "tiny" else 1.35))
-        ax.set_title(titles[group], fontsize=10)
-        ax.set_xlabel("images/s")
-        ax.tick_params(axis="y", labelsize=8)
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(f"{section}: {tree} (x ImageFolder with {workers} workers)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def report(results: list[Result], config: dict[str, Any], out: str) -> None:
-    floor_rows = floors(results)
-    width = max(len(r.name) for r in results)
-    print(f"{'configuration'.ljust(width)}  {'rate / size':>16}  ratio")
-    for r in results:
-        print(f"{r.name.ljust(width)}  {fmt_value(r):>16}  {fmt_ratio(r)}")
-    print()
-    for f in floor_rows:
-        needed = f">= {f['at_least']}" if "at_least" in f else f"<= {f['at_most']}"
-        measured = "n/a" if f["measured"] is None else f"{f['measured']:.2f}"
-        print(f"{'met ' if f['met'] else 'MISS'}  {f['floor']}: {measured} (needs {needed})")
+    hard = max(config["trees"], key=lambda t: t[3])[0] if config["trees"] else ""  # the largest files
+    floor_rows = floors(results, config["workers"], hard)
+    text = markdown(results, floor_rows, config)
+    print(text)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"config": config, "results": [asdict(r) for r in results], "floors": floor_rows}, f, indent=2)
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(results, floor_rows, config))
-    plot(results, os.path.join(out, "results.png"))
+        f.write(text)
+    plot(results, config["workers"], os.path.join(out, "results.png"))
     log(f"wrote {out}/results.json, results.md, results.png")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tree", help="an ImageFolder tree of photos (default: generate one)")
+    ap.add_argument("--tree", action="append", default=[], help="an ImageFolder tree of photos (repeat for several); default: generate one")
+    ap.add_argument("--tiny", help="an ImageFolder tree of 28x28 PNGs (default: made from the first photo tree)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader / pool / converter processes (default 2)")
     ap.add_argument("--out", default="bench_out", help="folder for results and the generated trees and stores")
     ap.add_argument("--quick", action="store_true", help="a small smoke run (seconds, not minutes)")
-    ap.add_argument("--tiny-count", type=int, help="28x28 PNGs to generate (default 30000; 600 with --quick)")
+    ap.add_argument("--tiny-count", type=int, help="tiny PNGs to make without --tiny (default 60000; 600 with --quick)")
     ap.add_argument("--photo-count", type=int, help="generated photos without --tree (default 1000; 40 with --quick)")
     ap.add_argument("--photo-batch", type=int, default=PHOTO_BATCH, help="batch size for photos (default 64)")
-    ap.add_argument("--tiny-batch", type=int, default=512, help="batch size for tiny images (default 512)")
-    ap.add_argument("--min-seconds", type=float, help="time each rate over whole epochs for at least this long")
+    ap.add_argument("--tiny-batch", type=int, default=TINY_BATCH, help="batch size for tiny images (default 512)")
+    ap.add_argument("--min-seconds", type=float, help="time each rate for at least this long (default 3)")
     ap.add_argument("--rounds", type=int, help="measure everything this many times, round-robin; report medians (default 3, 1 with --quick)")
-    ap.add_argument("--skip-photo", action="store_true", help="leave out the photo tree")
-    ap.add_argument("--skip-tiny", action="store_true", help="leave out the tiny-image set")
+    ap.add_argument("--skip-photo", action="store_true", help="leave out the photo trees")
+    ap.add_argument("--skip-tiny", action="store_true", help="leave out the tiny images")
     ap.add_argument("--keep", action="store_true", help="keep the generated trees and stores in OUT/work")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers must be >= 1")
-    args.tiny_count = args.tiny_count or (600 if args.quick else 30000)
+    args.tiny_count = args.tiny_count or (600 if args.quick else 60000)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.photo_count = args.photo_count or (40 if args.quick else 1000)
     if args.min_seconds is None:
@@ -540,6 +723,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tree_summary(tree: str, label: str, given: bool) -> tuple[str, str, int, float]:
+    files = tree_files(tree)
+    mean_kb = sum(os.path.getsize(p) for p in files) / max(len(files), 1) / 1000
+    return label, os.path.abspath(tree) if given else "generated", len(files), mean_kb
+
+
+def tree_label(path: str) -> str:
+    return os.path.basename(os.path.normpath(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -547,29 +740,36 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.join(out, "work")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    tree = args.tree
-    if tree is None and not args.skip_photo:
-        per_class = max(1, args.photo_count // 10)
-        tree = make_photo_tree(os.path.join(work, "photos"), 10, per_class)
-    started = time.perf_counter()
-    photo_jobs = {} if args.skip_photo else photo_conversions(args, tree, work)
-    tiny_jobs = {}
+    trees = list(args.tree)
+    if not trees and not (args.skip_photo and args.tiny):
+        trees = [make_photo_tree(os.path.join(work, "generated"), 10, max(1, args.photo_count // 10))]
+    tiny = None
     if not args.skip_tiny:
-        tiny_tree = make_tiny_tree(os.path.join(work, "tiny"), args.tiny_count)
-        tiny_jobs = tiny_conversions(args, tiny_tree, work)
-    # One interpreter for every conversion: starting one costs seconds of imports.
-    jobs = {**photo_jobs, **tiny_jobs}
+        tiny = args.tiny or os.path.join(work, "tiny")
+        if not args.tiny:
+            if args.tree:
+                tiny_tree_from_photos(trees[0], tiny, count=args.tiny_count)
+            else:
+                make_tiny_tree(tiny, args.tiny_count)
+    started = time.perf_counter()
+    labels = {tree: tree_label(tree) for tree in trees}
+    jobs = {} if args.skip_photo else {f"{labels[t]}/{n}": job for t in trees for n, job in photo_jobs(args, t, labels[t], work).items()}
+    if tiny is not None:
+        jobs.update({f"tiny/{n}": job for n, job in tiny_jobs(args, tiny, work).items()})
+    # One interpreter for every conversion of a round: starting one costs seconds of imports.
     rounds = [convert_all(list(jobs.values())) for _ in range(args.rounds)]
     converted = {name: median_result([r[i] for r in rounds]) for i, name in enumerate(jobs)}
     results: list[Result] = []
     if not args.skip_photo:
-        run_photo(args, tree, photo_jobs, converted, results)
-    if not args.skip_tiny:
-        run_tiny(args, tiny_tree, tiny_jobs, results)
+        for tree in trees:
+            mine = {n.split("/", 1)[1]: job for n, job in jobs.items() if n.startswith(labels[tree] + "/")}
+            run_photo(args, tree, labels[tree], mine, {n.split("/", 1)[1]: converted[n] for n in jobs if n.startswith(labels[tree] + "/")}, results)
+    if tiny is not None:
+        mine = {n.split("/", 1)[1]: job for n, job in jobs.items() if n.startswith("tiny/")}
+        run_tiny(args, tiny, mine, {n.split("/", 1)[1]: converted[n] for n in jobs if n.startswith("tiny/")}, results)
     config = {
-        "tree": os.path.abspath(tree) if args.tree else "generated",
-        "photo_images": 0 if args.skip_photo else len(tree_files(tree)),
-        "tiny_count": 0 if args.skip_tiny else args.tiny_count,
+        "trees": [] if args.skip_photo else [tree_summary(t, labels[t], bool(args.tree)) for t in trees],
+        "tiny_count": 0 if tiny is None else len(tree_files(tiny)),
         "workers": args.workers,
         "photo_batch": args.photo_batch,
         "tiny_batch": args.tiny_batch,
