@@ -114,6 +114,17 @@ def test_read_with_paths_prints_each_samples_relative_path(backend, small_tree, 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_audio_or_features_example_trains_on_wav_and_npy_files(backend, tmp_path):
+    output = run_example("audio_or_features.py", "--backend", backend, "--dir", str(tmp_path), "--steps", "20", cwd=tmp_path)
+    assert "converted 144 files" in output and "same samples and order as DatasetFolder: True" in output
+    assert f"{'LMDB' if backend == 'lmdb' else 'HDF5'}DatasetFolder: 144 samples, classes ['chirp', 'hum', 'noise']" in output
+    found = [float(v) for v in re.findall(r"^step \d+/20 loss (\S+)$", output, re.M)]
+    assert len(found) == 2 and all(math.isfinite(v) for v in found), output
+    source = (EXAMPLES / "audio_or_features.py").read_text(encoding="utf-8")
+    assert "# dataset = DatasetFolder(" in source and "# the one changed line" in source
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_lightning_example_fits_two_steps(backend, tmp_path):
     pytest.importorskip("lightning")  # the documented optional extra: pip install "torchpack[lightning]"
     output = run_example("lightning_datamodule.py", "--backend", backend, "--dir", str(tmp_path), "--workers", "2", cwd=tmp_path)
