@@ -44,6 +44,8 @@ TINY_PNG = bytes.fromhex(
 def build_store(backend: str, path: str, num_samples: int) -> float:
     """Write ``num_samples`` tiny samples and their index through the backend's writer; returns seconds."""
     from torchpack.backends import writer_class
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     from torchpack.format import FORMAT_NAME, FORMAT_VERSION, INDEX_SCHEMA, encode_header, encode_index
 
     started = time.perf_counter()
@@ -68,6 +70,7 @@ def build_store(backend: str, path: str, num_samples: int) -> float:
             "length": pa.array(np.full(n, len(TINY_PNG), dtype=np.int64)),
             "crc32": pa.array(np.full(n, zlib.crc32(TINY_PNG), dtype=np.uint32)),
             "encoding": pa.array(["png"] * n, pa.string()),
+            "decoder": pa.array(["pillow"] * n, pa.string()),
             "height": pa.array(np.ones(n, np.int32)),
             "width": pa.array(np.ones(n, np.int32)),
             "channels": pa.array(np.full(n, 3, np.int8)),
@@ -85,6 +88,7 @@ def build_store(backend: str, path: str, num_samples: int) -> float:
         "storage": {"mode": "encoded", "checked": True, "short_side": None, "quality": None, "raw_compression": None},
         "shard": {"index": 0, "count": 1, "scan_start": 0, "scan_stop": n, "scan_total": n, "dataset_id": "synthetic"},
         "source": {"files": n, "bytes": n * len(TINY_PNG)},
+        "selection": {"extensions": list(IMG_EXTENSIONS), "is_valid_file": None, "not_selected": 0, "not_selected_paths": []},
         "bad_files": [],
     }
     index_bytes = encode_index(index)

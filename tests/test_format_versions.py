@@ -77,3 +77,5 @@ def test_new_stores_are_format_2_with_a_decoder_per_sample(backend, small_stores
     assert {d for p, d in decoders.items() if p.endswith(".jpg")} == {"simplejpeg"}
     assert {d for p, d in decoders.items() if p.endswith(".png")} == {"pillow"}
     assert header["selection"]["extensions"] == list(torchpack.datasets.IMG_EXTENSIONS)
+    jpegs = sum(p.endswith(".jpg") for p in decoders)
+    assert torchpack.store_info(store)["decoders"] == {"simplejpeg": jpegs, "pillow": len(decoders) - jpegs}

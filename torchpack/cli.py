@@ -101,6 +101,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"stored {storage['mode']}" + (", checked at conversion" if storage.get("checked") else ", not checked")
     )
     print(f"Encoding: {', '.join(f'{k} {v}' for k, v in info['encodings'].items())}")
+    print(f"Decoder:  {', '.join(f'{k} {v}' for k, v in info['decoders'].items())}")
     print(f"Size:     {_human(info['store_bytes'])} on disk, {_human(info['source_bytes'])} of source files")
     print("Classes:")
     for name, count in info["classes"].items():
@@ -213,9 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(run=_cmd_info)
 
-    p = commands.add_parser("verify", help="check a store's integrity", description="Check the header, the index and every sample's checksum (and with --decode, that it decodes). Exit code 3 if anything is damaged.")
+    p = commands.add_parser("verify", help="check a store's integrity", description="Check the header, the index and every sample's checksum (and with --decode, that every image decodes as a dataset would decode it). Exit code 3 if anything is damaged.")
     p.add_argument("store", help="store file, or a folder/glob of shards")
-    p.add_argument("--decode", action="store_true", help="also decode every sample")
+    p.add_argument("--decode", action="store_true", help="also decode every image, as the datasets do")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_cmd_verify)
 

@@ -35,6 +35,7 @@ def store_info(root: StoreRoot) -> dict[str, Any]:
         "classes": dict(zip(index.classes, counts)),
         "storage": header["storage"],
         "encodings": {name: int(np.sum(index.encoding_codes == i)) for i, name in enumerate(index.encodings)},
+        "decoders": {name or "unchecked": int(np.sum(index.decoder_codes == i)) for i, name in enumerate(index.decoders)},
         "shards": len(index.files),
         "store_bytes": file_bytes,
         "sample_bytes": int(index.lengths.sum()),
