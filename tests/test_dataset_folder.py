@@ -189,10 +189,29 @@ def test_errors_are_dataset_folders(backend, files_tree, file_stores):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_selection_wider_than_the_conversion_is_refused(backend, file_stores):
     """The tree's cover.png and meta.json were not converted: a rule that accepts them would lose them silently."""
-    with pytest.raises(ValueError, match=r"accepts 1 file\(s\) of the source tree .* such as 'music/meta.json'.*extensions="):
-        folder_class(backend)(file_stores[backend], loader=any_loader, extensions=(".npy", ".json"))
-    with pytest.raises(ValueError, match="accepts 2 file"):
-        folder_class(backend)(file_stores[backend], loader=any_loader, is_valid_file=lambda p: True, allow_empty=True)
+    with pytest.raises(ValueError, match=r"accept 1 or more file\(s\) .* such as 'music/meta.json'.*extensions=\('.npy', '.wav', '.txt'\)"):
+        folder_class(backend)(file_stores[backend], loader=any_loader, extensions=[".npy", ".json"])
+    with pytest.warns(UserWarning, match="is_valid_file accepts 2 file"):
+        dataset = folder_class(backend)(file_stores[backend], loader=any_loader, is_valid_file=lambda p: True, allow_empty=True)
+    assert len(dataset) == 36  # a filter of what the store holds: it may be meant that way
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_files_left_out_beyond_the_listed_ones_are_still_refused(backend, tmp_path):
+    """Over 1,000 files turned down: the header lists the first 1,000 and counts every suffix."""
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    np.save(tree / "a" / "x.npy", np.zeros(3))
+    for i in range(1001):
+        (tree / "a" / f"note{i:04d}.txt").write_text("x")
+    (tree / "a" / "zz.json").write_text("{}")  # sorts after every listed path
+    store = torchpack.convert(tree, tmp_path / f"s{EXTENSION[backend]}", extensions=(".npy",), workers=0).stores[0]
+    selection = folder_class(backend)(store, loader=npy_loader, extensions=(".npy",)).header["selection"]
+    assert selection["not_selected"] == 1002 and len(selection["not_selected_paths"]) == 1000
+    assert selection["not_selected_suffixes"] == {".txt": 1001, ".json": 1}
+    with pytest.raises(ValueError, match="with suffixes these extensions match"):
+        folder_class(backend)(store, loader=npy_loader, extensions=(".npy", ".json"))
+    assert len(folder_class(backend)(store, loader=npy_loader, extensions=(".npy", ".wav"))) == 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -295,3 +314,69 @@ def test_image_stores_are_dataset_folder_stores(backend, stores):
     assert isinstance(dataset, folder_class(backend)) and isinstance(dataset, ImageFolder)
     tensors = folder_class(backend)(stores[backend], loader=torchpack.from_tensor_decoder(as_is), extensions=(".jpg",), allow_empty=True)
     assert tensors[0][0].dtype == torch.uint8 and bytes(tensors[0][0].numpy()) == tensors.read_bytes(0)
+
+
+INTERRUPT_AT = {"path": None}
+
+
+def interrupt_at_a_file(path: str) -> None:
+    """A check that stops the conversion (as Ctrl-C would) when it reaches one file."""
+    if path == INTERRUPT_AT["path"]:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_is_not_refused_when_only_unselected_files_changed(backend, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    for i in range(6):
+        np.save(tree / "a" / f"x{i}.npy", np.zeros(i + 1))
+    (tree / "a" / "notes.txt").write_text("left out")
+    dst = tmp_path / f"s{EXTENSION[backend]}"
+    INTERRUPT_AT["path"] = str(tree / "a" / "x4.npy")
+    with pytest.raises(KeyboardInterrupt):
+        torchpack.convert(tree, dst, extensions=(".npy",), check=interrupt_at_a_file, workers=0, commit_every=2)
+    assert os.path.isdir(f"{dst}.partial") and not dst.exists()
+    (tree / "a" / "more_notes.txt").write_text("also left out, added meanwhile")
+    INTERRUPT_AT["path"] = None
+    result = torchpack.convert(tree, dst, extensions=(".npy",), check=interrupt_at_a_file, workers=0, commit_every=2, resume=True)
+    assert result.num_samples == 6 and result.resumed_from == 4
+    selection = folder_class(backend)(dst, loader=npy_loader, extensions=(".npy",)).header["selection"]
+    assert selection["not_selected_paths"] == ["a/more_notes.txt", "a/notes.txt"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_datasetfolder_conversion_keeps_files_pillow_cannot_open(backend, tmp_path):
+    """A .tif that is not an image Pillow reads (a 6-band scientific TIFF, say) is the loader's business."""
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "a" / "bands.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    np.save(tree / "a" / "x.npy", np.zeros(2))
+    kept = torchpack.convert(tree, tmp_path / f"kept{EXTENSION[backend]}", extensions=(".tif", ".npy"), workers=0)
+    assert kept.num_samples == 2 and not kept.bad_files
+    checked = torchpack.convert(tree, tmp_path / f"checked{EXTENSION[backend]}", extensions=(".tif", ".npy"), check=True, workers=0)
+    assert checked.num_samples == 1 and [b["path"] for b in checked.bad_files] == ["a/bands.tif"]
+
+
+def long_name_path_loader(path: str) -> bytes:
+    assert os.path.basename(path).endswith(".wav")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_path_fallback_copes_with_long_names_and_names_failures(backend, tmp_path):
+    tree = tmp_path / "tree"
+    long_name = "x" * 240 + ".wav"
+    write_wav(str(tree / "a" / long_name), np.zeros(10))
+    store = torchpack.convert(tree, tmp_path / f"s{EXTENSION[backend]}", extensions=(".wav",), workers=0).stores[0]
+    dataset = folder_class(backend)(store, loader=long_name_path_loader, extensions=(".wav",), loader_input="path")
+    assert dataset[0][0] == dataset.read_bytes(0)
+
+    def fails_both_ways(path):
+        raise OSError("the loader's own failure")
+
+    broken = folder_class(backend)(store, loader=fails_both_ways, extensions=(".wav",))
+    with pytest.raises(torchpack.BadSampleError) as caught:
+        broken[0]
+    assert isinstance(caught.value.__cause__, OSError) and isinstance(caught.value.__cause__.__cause__, OSError)

@@ -74,6 +74,16 @@ def test_workers_share_what_they_checked(backend, method, small_stores, crc_call
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_check_crc_can_be_changed_after_construction(backend, small_stores, crc_calls):
+    dataset = dataset_class(backend)(small_stores[backend], check_crc=False)
+    read_all(dataset)
+    assert crc_calls.calls == 0 and not dataset.check_crc
+    dataset.check_crc = True
+    read_all(dataset)
+    assert crc_calls.calls == len(dataset) and dataset.check_crc
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_ordinary_pickle_checks_again(backend, small_stores, crc_calls):
     dataset = dataset_class(backend)(small_stores[backend])
     read_all(dataset)
@@ -132,6 +142,10 @@ def test_raw_grayscale_stores_one_channel_and_reads_rgb(backend, compression, gr
     batch = dataset.__getitems__(gray_rows)
     assert isinstance(batch, torchpack.StackedBatch) and batch.images.shape == (8, 3, 28, 28)
     assert torch.equal(batch.images, torch.stack([reference[i][0] for i in gray_rows]))
+    mixed_rows = [24, 0, 25, 7]  # colour and gray of one size: still one gather
+    batch = dataset.__getitems__(mixed_rows)
+    assert isinstance(batch, torchpack.StackedBatch)
+    assert torch.equal(batch.images, torch.stack([reference[i][0] for i in mixed_rows]))
     loader = DataLoader(dataset, batch_size=6, num_workers=2, collate_fn=torchpack.SkipBadCollate())
     assert torch.equal(torch.cat([images for images, _ in loader]), torch.stack([reference[i][0] for i in range(len(reference))]))
 

@@ -8,9 +8,11 @@ whole and synced. ``resume=True`` continues from the journal's last commit.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -93,7 +95,7 @@ def convert(
     workers: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    check: bool | Callable[[str], object] = True,
+    check: bool | Callable[[str], object] | None = None,
     storage: str = "encoded",
     short_side: int | None = None,
     quality: int = 90,
@@ -109,9 +111,9 @@ def convert(
 
     The tree is listed exactly as ``torchvision.datasets.DatasetFolder`` lists it with the
     same ``extensions`` or ``is_valid_file`` (neither: ImageFolder's ``IMG_EXTENSIONS``). Each
-    file's bytes are stored untouched by default. Every image (a file with one of ImageFolder's
-    extensions) is decoded once first, as the readers will decode it; images ImageFolder cannot
-    load are left out and listed in the store header (``bad_files``).
+    file's bytes are stored untouched by default. In an ImageFolder conversion (no
+    ``extensions``), every image is decoded once first, as the readers will decode it; images
+    ImageFolder cannot load are left out and listed in the store header (``bad_files``).
 
     Args:
         src: root of the tree, ``src/<class>/**/<file>``.
@@ -124,8 +126,11 @@ def convert(
         workers: processes that read and check files (default: one per CPU; 0 reads in this process).
         overwrite: replace an existing store at ``dst``.
         resume: continue an interrupted conversion of the same tree into ``dst``.
-        check: ``True`` decodes every image and leaves out those that fail; ``False`` trusts the
-            data; a callable is also called with each file's path in the worker processes (it
+        check: ``None`` (the default): decode every image (a file with one of ImageFolder's
+            extensions, or whose content starts like a JPEG, PNG, GIF, BMP, TIFF or WebP) and
+            leave out those that fail, unless ``extensions`` is given: a DatasetFolder tree's files
+            are its loader's business. ``True``: decode images in either case. ``False``: trust
+            the data. A callable is also called with each file's path in the worker processes (it
             must be picklable: a module-level function), and files for which it raises are left
             out and reported, as bad images are.
         storage: ``"encoded"`` (the files' bytes), ``"reencode"`` (JPEG at ``quality``, short side
@@ -154,16 +159,27 @@ def convert(
     """
     started = time.perf_counter()
     backend = backend_for_destination(dst, backend)
+    check_images = check if isinstance(check, bool) else extensions is None
     if extensions is None and is_valid_file is None:
         extensions = IMG_EXTENSIONS
     check_selection(extensions, is_valid_file)
-    options = _ingest_options(storage, check, short_side, quality, raw_compression)
+    if isinstance(extensions, (list, str)):
+        extensions = tuple(extensions) if isinstance(extensions, list) else (extensions,)
+    options = _ingest_options(storage, check_images, check if callable(check) else None, short_side, quality, raw_compression)
     dst = os.path.abspath(os.fspath(dst))
     _check_destination_folder(dst)
     if workers is not None and workers < 0:
         raise ValueError(f"`workers` must be >= 0, got {workers}.")
     if commit_every < 1:
         raise ValueError(f"`commit_every` must be >= 1, got {commit_every}.")
+    if options.check_file is not None and workers != 0:
+        try:
+            pickle.dumps(options.check_file)
+        except Exception as exc:
+            raise ValueError(
+                f"`check` must be picklable to run in the worker processes (a module-level function, not a "
+                f"lambda or a local function), got {options.check_file!r}: {exc}"
+            ) from exc
     if not os.path.isdir(src):
         scan_tree(src, extensions, is_valid_file)  # raises the error that names the missing or wrong source
     with _Pool(workers) as pool:  # its workers start up while the tree is scanned
@@ -174,11 +190,13 @@ def convert(
                 raise FileExistsError(f"{shard.path} already exists; pass overwrite=True (--overwrite) to replace it.")
             if os.path.isdir(shard.path):
                 raise IsADirectoryError(f"{shard.path} is a folder; a store is a single file.")
+        # What a resumed conversion must share with the interrupted one. Not the files the
+        # selection turned down: they may change, and the header lists them as they are now.
         plan = {
             "fingerprint": tree.fingerprint,
             "backend": backend,
-            "options": {**asdict(options), "check_file": _name(options.check_file)},
-            "selection": _selection(tree),
+            "options": {**asdict(dataclasses.replace(options, check_file=None)), "check_file": _name(options.check_file)},
+            "selection": {"extensions": tree.extensions, "is_valid_file": tree.is_valid_file},
             "format_version": FORMAT_VERSION,
         }
         plan = json.loads(json.dumps(plan))  # as the staged copy reads back (tuples become lists)
@@ -197,18 +215,27 @@ def _name(function: Callable | None) -> str | None:
     return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
 
 
-def _selection(tree: ScannedTree) -> dict[str, Any]:
-    """How the tree was listed, and what that left out: a dataset can then refuse a wider rule."""
+def _selection(tree: ScannedTree, first_shard: bool) -> dict[str, Any]:
+    """How the tree was listed, and what that left out: a dataset can then refuse a wider rule.
+
+    The paths go into the first shard only (a sharded store reads its first shard's header).
+    """
     return {
         "extensions": None if tree.extensions is None else list(tree.extensions),
         "is_valid_file": tree.is_valid_file,
         "not_selected": len(tree.not_selected),
-        "not_selected_paths": tree.not_selected[:MAX_NOT_SELECTED_LISTED],
+        "not_selected_suffixes": tree.not_selected_suffixes(),
+        "not_selected_paths": tree.not_selected[:MAX_NOT_SELECTED_LISTED] if first_shard else [],
     }
 
 
 def _ingest_options(
-    storage: str, check: bool | Callable[[str], object], short_side: int | None, quality: int, raw_compression: str
+    storage: str,
+    check_images: bool,
+    check_file: Callable[[str], object] | None,
+    short_side: int | None,
+    quality: int,
+    raw_compression: str,
 ) -> IngestOptions:
     if storage not in STORAGE_MODES:
         raise ValueError(f"`storage` must be one of {STORAGE_MODES}, got {storage!r}.")
@@ -220,10 +247,9 @@ def _ingest_options(
         raise ValueError(f"`quality` must be between 1 and 100, got {quality}.")
     if storage == "encoded" and short_side is not None:
         raise ValueError("`short_side` needs storage='reencode' or storage='raw' (encoded files are stored untouched).")
-    check_file = check if callable(check) else None
     return IngestOptions(
         storage=storage,
-        check=bool(check) or storage != "encoded",
+        check=check_images or storage != "encoded",
         check_file=check_file,
         image_extensions=IMG_EXTENSIONS,
         short_side=short_side,
@@ -375,6 +401,12 @@ def _open_staging(staging: str, plan: dict[str, Any], shard: _Shard, resume: boo
         # Killed before the plan was durable: nothing was committed yet.
         shutil.rmtree(staging)
         return _open_staging(staging, plan, shard, resume=False)
+    if staged_plan.get("format_version") != plan["format_version"]:
+        raise ValueError(
+            f"The interrupted conversion in {staging} was begun by a torchpack that writes format "
+            f"{staged_plan.get('format_version', '1.0')!r}, not {plan['format_version']!r}, so it cannot be "
+            "resumed; delete that folder to start over."
+        )
     if staged_plan.get("fingerprint") != plan["fingerprint"]:
         raise ValueError(
             f"The source tree changed since the interrupted conversion in {staging} began (files were added, "
@@ -508,7 +540,7 @@ def _header(tree: ScannedTree, shard: _Shard, backend: str, options: IngestOptio
             "dataset_id": tree.fingerprint,
         },
         "source": {"files": shard.stop - shard.start, "bytes": sum(tree.sizes[shard.start : shard.stop])},
-        "selection": _selection(tree),
+        "selection": _selection(tree, shard.index == 0),
         "bad_files": progress.bad,
     }
 

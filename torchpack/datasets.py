@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import warnings
 import zlib
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ from torchpack.decode import DecodeSize, decode_array, decode_pil, raw_rgb
 from torchpack.errors import BadSample, BadSampleError
 from torchpack.loaders import LoaderCall, is_builtin_image_loader
 from torchpack.scan import check_selection
-from torchpack.store import StoreIndex, StoreRoot, load_store_index
+from torchpack.store import StoreRoot, load_store_index
 from torchpack.views import IntSequence, SampleSequence
 from torchpack.workers import cached_reader
 
@@ -74,10 +75,18 @@ def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-def _extension_mask(paths, extensions: tuple[str, ...]):
+def _extension_mask(paths, extensions: tuple[str, ...]) -> np.ndarray:
     """``has_file_allowed_extension`` over every stored path at once (lowercased name, extensions as given)."""
     lowered = pc.utf8_lower(paths)
-    return functools.reduce(pc.or_, [pc.ends_with(lowered, e) for e in extensions]).to_numpy(zero_copy_only=False)
+    masks = [pc.ends_with(lowered, e).to_numpy(zero_copy_only=False) for e in extensions]
+    return functools.reduce(np.logical_or, masks, np.zeros(len(paths), dtype=bool))
+
+
+def _may_end_with(suffix: str, extension: str) -> bool:
+    """Whether a lowercased file name whose last suffix is ``suffix`` (``".txt"``, or ``""``) can end with ``extension``."""
+    if not suffix:
+        return "." not in extension
+    return suffix.endswith(extension) or extension.endswith(suffix)
 
 
 class StoreDatasetFolder(DatasetFolder):
@@ -141,6 +150,8 @@ class StoreDatasetFolder(DatasetFolder):
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
         check_selection(extensions, is_valid_file)
+        if isinstance(extensions, (list, str)):  # torchvision accepts a list, or one string
+            extensions = tuple(extensions) if isinstance(extensions, list) else (extensions,)
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self._index = load_store_index(self.root, self.backend)
         self.classes = self._index.classes
@@ -150,7 +161,6 @@ class StoreDatasetFolder(DatasetFolder):
         self.loader_input = loader_input
         self._loader_call = LoaderCall(loader, loader_input)
         self.on_error = on_error
-        self.check_crc = check_crc
         self.readahead = readahead
         self._prefix = self._index.files[0] if len(self._index.files) == 1 else os.path.dirname(self._index.files[0])
         self._refuse_unconverted(extensions, is_valid_file)
@@ -159,14 +169,29 @@ class StoreDatasetFolder(DatasetFolder):
         self.targets = IntSequence(self._index.targets if self._rows is None else self._index.targets[self._rows])
         self._compression = [h["storage"].get("raw_compression") for h in self._index.headers]
         self._skipped = _shared_counter() if on_error != "raise" else None
-        self._verified = _shared_flags(len(self._index)) if check_crc else None
-        self._verified_view = None if self._verified is None else np.frombuffer(self._verified, dtype=np.uint8)
+        self._verified = self._verified_view = None
+        self.check_crc = check_crc
         self._all_verified: int | None = None  # the pid of a process that saw every sample checked
+        self._batches_checked = 0
         self._uniform_raw: bool | None = None  # decided on the first stacked batch
+        self._all_raw = self._index.encodings == ["raw"] and len(self._index.files) == 1
         self._raw_shape = self._one_raw_shape()
         self._builtin_decode: tuple[Callable, bool] | None = None
         self._readers: list = []
         self._readers_pid: int | None = None
+
+    @property
+    def check_crc(self) -> bool:
+        """Whether each sample's CRC-32 is checked on its first read; may be changed after construction."""
+        return self._verified is not None
+
+    @check_crc.setter
+    def check_crc(self, value: bool) -> None:
+        if value and self._verified is None:
+            self._verified = _shared_flags(len(self._index))
+            self._verified_view = np.frombuffer(self._verified, dtype=np.uint8)
+        elif not value:
+            self._verified = self._verified_view = None
 
     # -- which samples -------------------------------------------------------------------------
 
@@ -176,30 +201,47 @@ class StoreDatasetFolder(DatasetFolder):
         return lambda path: has_file_allowed_extension(path, extensions)
 
     def _refuse_unconverted(self, extensions, is_valid_file) -> None:
-        """Refuse a selection that accepts files of the tree the converter's selection left out."""
+        """Refuse ``extensions`` that accept files the converter's selection left out of the store;
+        warn about an ``is_valid_file`` that accepts some (it may be meant as a filter of images)."""
         selection = self._index.headers[0].get("selection")
         if not selection or not selection.get("not_selected"):
             return
-        accepts = self._accepts(extensions, is_valid_file)
-        missing = [path for path in selection["not_selected_paths"] if accepts(path)]
-        if missing:
-            how = (
-                f"extensions={tuple(selection['extensions'])}"
-                if selection.get("extensions") is not None
-                else f"is_valid_file={selection.get('is_valid_file')}"
-            )
-            rule = "is_valid_file" if is_valid_file is not None else f"extensions {extensions}"
+        listed = selection.get("not_selected_paths", [])
+        how = (
+            f"extensions={tuple(selection['extensions'])}"
+            if selection.get("extensions") is not None
+            else f"is_valid_file={selection.get('is_valid_file')}"
+        )
+        advice = f"{self._prefix} was converted with {how}; convert the tree again with the same selection to read them."
+        if is_valid_file is not None:
+            missing = [path for path in listed if is_valid_file(os.path.join(self._prefix, path))]
+            if missing:
+                warnings.warn(
+                    f"is_valid_file accepts {len(missing)} file(s) of the source tree that the store does not hold, "
+                    f"such as {missing[0]!r}, so this dataset lists fewer samples than DatasetFolder would on the "
+                    f"tree. {advice}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return
+        missing = [path for path in listed if has_file_allowed_extension(path, extensions)]
+        # Beyond the listed paths only suffixes are known: an unlisted file whose suffix an
+        # extension could match counts as a file the store may lack.
+        def candidate(suffix: str) -> bool:
+            return any(_may_end_with(suffix, e) for e in extensions)
+
+        possible = sum(n for suffix, n in selection.get("not_selected_suffixes", {}).items() if candidate(suffix))
+        listed_possible = sum(candidate(os.path.splitext(path.rsplit("/", 1)[-1].lower())[1]) for path in listed)
+        if missing or possible > listed_possible:
+            example = f"such as {missing[0]!r}" if missing else "with suffixes these extensions match"
             raise ValueError(
-                f"This dataset's {rule} accepts {len(missing)} file(s) of the source tree that {self._prefix} "
-                f"does not hold, such as {missing[0]!r}: it was converted with {how}. Convert the tree again "
-                "with the same extensions or is_valid_file to read them."
+                f"extensions {extensions} accept {max(len(missing), 1)} or more file(s) of the source tree that the "
+                f"store does not hold, {example}. {advice}"
             )
 
     def _select_rows(self, extensions, is_valid_file, allow_empty: bool) -> np.ndarray | None:
         """The stored rows DatasetFolder would list with this selection (None: all), and its empty-class rule."""
         index = self._index
-        if isinstance(extensions, str):
-            extensions = (extensions,)
         if is_valid_file is not None:
             accepts = self._accepts(None, is_valid_file)
             keep = np.fromiter(map(accepts, index.paths.to_pylist()), dtype=bool, count=len(index))
@@ -322,9 +364,10 @@ class StoreDatasetFolder(DatasetFolder):
             if call.loader is not self.loader:  # the loader was replaced after construction
                 call = self._loader_call = LoaderCall(self.loader, self.loader_input)
             return call(data, index.paths[row].as_py())
-        if self._raw_shape is not None and self.decode == "tensor":
+        if self._all_raw and self.decode == "tensor":
             # Tiny raw images, per item: one copy into a new CHW array is all the work.
-            return torch.from_numpy(raw_rgb(data, self._raw_shape, self._compression[0], channels_first=True))
+            shape = self._raw_shape or (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
+            return torch.from_numpy(raw_rgb(data, shape, self._compression[0], channels_first=True))
         encoding = index.encodings[index.encoding_codes[row]]
         decoder = index.decoders[index.decoder_codes[row]]
         if encoding == "raw":
@@ -372,30 +415,30 @@ class StoreDatasetFolder(DatasetFolder):
         if shape is not None:
             try:
                 return self._stacked(rows, shape)
-            except Exception:
-                pass  # fall back to per-sample loading, which applies the on_error policy to each
+            except Exception as exc:  # per-sample loading applies the on_error policy to each
+                logger.debug("torchpack: whole-batch read failed (%s: %s); reading sample by sample", type(exc).__name__, exc)
         return [self[i] for i in indices]
 
     def _stack_shape(self, rows: np.ndarray) -> tuple[int, int, int] | None:
-        """The one ``(height, width, channels)`` of raw samples ``rows`` that can be read as one tensor, else None."""
+        """``(height, width, channels)`` of raw samples ``rows`` that read as one tensor (channels 0: some
+        gray, some RGB), else None."""
         index = self._index
         if not (
             len(rows)
+            and self._all_raw
             and self.decode == "tensor"
             and self.transform is None
             and self.target_transform is None
             and self._decodes_images()
-            and len(index.files) == 1
-            and index.encodings == ["raw"]
         ):
             return None
         if self._raw_shape is not None:
             return self._raw_shape
-        shape = tuple(int(values[rows[0]]) for values in (index.heights, index.widths, index.channels))
-        for values, size in zip((index.heights, index.widths, index.channels), shape):
-            if not np.all(values[rows] == size):
-                return None
-        return shape
+        height, width = int(index.heights[rows[0]]), int(index.widths[rows[0]])
+        if not (np.all(index.heights[rows] == height) and np.all(index.widths[rows] == width)):
+            return None
+        channels = index.channels[rows]
+        return height, width, int(channels[0]) if np.all(channels == channels[0]) else 0
 
     def _stacked(self, rows: np.ndarray, shape: tuple[int, int, int]) -> StackedBatch:
         h, w, c = shape
@@ -403,10 +446,30 @@ class StoreDatasetFolder(DatasetFolder):
             images = batch_tensor((len(rows), h, w, 3))
             self._gather(rows, images.numpy().reshape(len(rows), h * w * 3), 1)
             images = images.permute(0, 3, 1, 2)
-        else:  # grayscale, stored once, copied into each of the three channels ImageFolder returns
+        elif c == 1:  # grayscale, stored once, copied into each of the three channels ImageFolder returns
             images = batch_tensor((len(rows), 3, h, w))
             self._gather(rows, images.numpy().reshape(len(rows) * 3, h * w), 3)
+        else:
+            images = batch_tensor((len(rows), 3, h, w))
+            self._gather_mixed(rows, images.numpy())
         return StackedBatch(images, torch.from_numpy(self._index.targets[rows].astype(np.int64)))
+
+    def _gather_mixed(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Gray and RGB samples of one size into ``out`` (N, 3, H, W): each kind in one assignment."""
+        index = self._index
+        _, _, h, w = out.shape
+        chunks = self._reader(0).read_batch(rows, index.offsets[rows], index.lengths[rows])
+        self._check_once(rows, lambda todo: (zlib.crc32(chunks[i]) for i in todo.tolist()))
+        channels = index.channels[rows]
+        for c in (1, 3):
+            positions = np.flatnonzero(channels == c)
+            if not len(positions):
+                continue
+            parts = [chunks[i] for i in positions.tolist()]
+            if self._compression[0] == "lz4":
+                parts = list(map(functools.partial(lz4.block.decompress, uncompressed_size=h * w * c), parts))
+            pixels = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(len(positions), h, w, c)
+            out[positions] = pixels.transpose(0, 3, 1, 2)  # broadcasts one gray channel into three
 
     def _gather(self, rows: np.ndarray, out: np.ndarray, copies: int) -> None:
         """The stored pixels of each of ``rows``, ``copies`` times over, into the rows of ``out``.
@@ -436,7 +499,11 @@ class StoreDatasetFolder(DatasetFolder):
             return
         todo = np.flatnonzero(verified[rows] == 0)
         if not len(todo):
-            if verified.all():  # every sample checked: later batches skip even this lookup
+            # Every sample checked? Then later batches skip even this lookup. Asked after 1, 2,
+            # 4, ... batches with nothing to check: a dataset read only in part (a Subset, one
+            # rank's share) is never all checked, and the scan is over every sample.
+            self._batches_checked += 1
+            if self._batches_checked & (self._batches_checked - 1) == 0 and verified.all():
                 self._all_verified = os.getpid()
             return
         if list(checksums(todo)) != self._index.crc32[rows[todo]].tolist():

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "FORMAT_NAME",
@@ -191,7 +192,7 @@ def _current_columns(table: pa.Table, major: int, source: str) -> pa.Table:
     if major == 1:
         if not table.schema.equals(INDEX_SCHEMA_V1):
             raise InvalidStoreError(f"{source}: the sample index has an unexpected schema:\n{table.schema}")
-        unknown = pa.array([""] * table.num_rows, type=pa.string())
+        unknown = pc.fill_null(pa.nulls(table.num_rows, pa.string()), "")
         table = table.add_column(INDEX_SCHEMA.get_field_index("decoder"), "decoder", unknown)
     for field in INDEX_SCHEMA:
         if table.schema.get_field_index(field.name) < 0 or not table.schema.field(field.name).type.equals(field.type):

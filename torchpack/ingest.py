@@ -18,9 +18,9 @@ import lz4.block
 import numpy as np
 from PIL import Image, ImageFile
 
-from torchpack.decode import FAST_DECODER, PILLOW_DECODER, fast_jpeg, pillow_rgb
+from torchpack.decode import FAST_DECODER, PILLOW_DECODER, fast_decoder_agrees, fast_jpeg, pillow_rgb
 
-__all__ = ["IngestOptions", "Ingested", "ingest_file", "ingest_files", "sniff_encoding"]
+__all__ = ["IMAGE_ENCODINGS", "IngestOptions", "Ingested", "ingest_file", "ingest_files", "is_image", "sniff_encoding"]
 
 STORAGE_MODES = ("encoded", "reencode", "raw")
 RAW_COMPRESSIONS = ("lz4", "none")
@@ -135,7 +135,11 @@ def check_image(data: bytes) -> Tuple[str, int, int, str]:
             if pixels is not None:
                 return "jpeg", pixels.shape[0], pixels.shape[1], FAST_DECODER
     rgb = pillow_rgb(data)
-    return ("jpeg" if image_format == "mpo" else image_format), rgb.height, rgb.width, PILLOW_DECODER
+    image_format = "jpeg" if image_format == "mpo" else image_format
+    # A JPEG refused here only because this process's simplejpeg disagrees with its Pillow says
+    # nothing about the file: leave the decoder open for readers whose libraries agree.
+    decoder = PILLOW_DECODER if image_format != "jpeg" or fast_decoder_agrees() else ""
+    return image_format, rgb.height, rgb.width, decoder
 
 
 def _cap_short_side(image: Image.Image, short_side: Optional[int]) -> Image.Image:
@@ -178,8 +182,11 @@ def ingest_file(path: str, options: IngestOptions) -> Ingested:
         return Ingested(error_type=type(exc).__name__, error=str(exc) or repr(exc))
 
 
-def _is_image(path: str, encoding: str, extensions: Optional[Tuple[str, ...]]) -> bool:
-    # torchvision's has_file_allowed_extension, without importing torchvision here.
+def is_image(path: str, encoding: str, extensions: Optional[Tuple[str, ...]]) -> bool:
+    """Whether a file is an image: ``extensions`` (None: every file) by torchvision's rule, or its content.
+
+    torchvision's ``has_file_allowed_extension``, without importing torchvision here.
+    """
     return extensions is None or path.lower().endswith(extensions) or encoding in IMAGE_ENCODINGS
 
 
@@ -187,15 +194,15 @@ def _ingest_bytes(data: bytes, path: str, options: IngestOptions) -> Ingested:
     if not data:
         raise ValueError("empty file")
     encoding = sniff_encoding(data)
-    is_image = _is_image(path, encoding, options.image_extensions)
+    image = is_image(path, encoding, options.image_extensions)
     if options.storage == "encoded":
-        if not (options.check and is_image):
+        if not (options.check and image):
             return Ingested(data, encoding, "", 0, 0, 0, zlib.crc32(data))
         checked_format, height, width, decoder = check_image(data)
-        if encoding == "unknown":
+        if encoding in ("unknown", "text"):  # a PGM or PPM can read as text
             encoding = checked_format
         return Ingested(data, encoding, decoder, height, width, 3, zlib.crc32(data))
-    if not is_image:
+    if not image:
         raise ValueError(f"storage={options.storage!r} stores images only; this file is {encoding}")
     image = _cap_short_side(pillow_rgb(data), options.short_side)
     width, height = image.size

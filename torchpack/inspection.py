@@ -11,6 +11,7 @@ import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from torchpack.decode import decode_array
+from torchpack.ingest import is_image
 from torchpack.format import InvalidStoreError
 from torchpack.store import StoreRoot, load_store_index
 from torchpack.workers import borrowed_reader
@@ -35,7 +36,7 @@ def store_info(root: StoreRoot) -> dict[str, Any]:
         "classes": dict(zip(index.classes, counts)),
         "storage": header["storage"],
         "encodings": {name: int(np.sum(index.encoding_codes == i)) for i, name in enumerate(index.encodings)},
-        "decoders": {name or "unchecked": int(np.sum(index.decoder_codes == i)) for i, name in enumerate(index.decoders)},
+        "decoders": {name or "none (unchecked, raw, or not an image)": int(np.sum(index.decoder_codes == i)) for i, name in enumerate(index.decoders)},
         "shards": len(index.files),
         "store_bytes": file_bytes,
         "sample_bytes": int(index.lengths.sum()),
@@ -64,9 +65,10 @@ def verify_store(root: StoreRoot, decode: bool = False) -> VerifyReport:
     """Check a store's header, index and every sample's checksum; with ``decode``, that every image decodes.
 
     ``decode`` runs the datasets' own decode (the fast decoder where the index allows it,
-    else Pillow) on every raw sample and every file with one of ImageFolder's extensions,
-    so it reports exactly the images that an ImageFolder dataset on the store would fail to
-    load. Other files (a DatasetFolder store's ``.npy`` or ``.wav``) get the checksum only.
+    else Pillow) on every raw sample and every image (by the converter's rule: one of
+    ImageFolder's extensions, or image content), so it reports exactly the images that an
+    ImageFolder dataset on the store would fail to load. Other files (a DatasetFolder store's
+    ``.npy`` or ``.wav``) get the checksum only.
     Damage to the header or index is reported as a problem of the file, never raised.
     """
     try:
@@ -94,7 +96,7 @@ def _check_sample(reader, index, row: int, local: int, decode: bool, compression
         if zlib.crc32(data) != int(index.crc32[row]):
             return "checksum mismatch"
         encoding = index.encodings[index.encoding_codes[row]]
-        if decode and (encoding == "raw" or index.paths[row].as_py().lower().endswith(IMG_EXTENSIONS)):
+        if decode and (encoding == "raw" or is_image(index.paths[row].as_py(), encoding, IMG_EXTENSIONS)):
             shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
             decoder = index.decoders[index.decoder_codes[row]]
             decode_array(data, encoding, None, shape, compression, decoder)

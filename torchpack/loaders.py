@@ -48,9 +48,16 @@ class SampleFile(io.BytesIO):
         return f"<torchpack.SampleFile name={self.name!r}>"
 
 
-def _temporary_folder() -> str:
+#: Samples larger than this go to the temporary folder on disk, not /dev/shm: containers often give
+#: /dev/shm 64 MB, which the DataLoader's own shared-memory batches need.
+_SHM_LIMIT = 8 << 20
+
+
+def _temporary_folder(size: int = 0) -> str:
     shm = "/dev/shm"  # memory-backed where there is one: the file never reaches a disk
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    if size <= _SHM_LIMIT and os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
 
 
 class LoaderCall:
@@ -78,8 +85,8 @@ class LoaderCall:
             try:
                 started = time.perf_counter()
                 result = self._with_path(data, name)
-            except Exception:
-                raise file_error from None
+            except Exception as path_error:
+                raise file_error from path_error  # the path attempt's error stays visible
             self._warn_path_fallback(name, time.perf_counter() - started)
             self.input = "path"
             return result
@@ -87,9 +94,16 @@ class LoaderCall:
         return result
 
     def _with_path(self, data, name: str) -> Any:
-        # The sample's own file name as the suffix: loaders that look at the extension still can.
-        suffix = "-" + os.path.basename(name)
-        with tempfile.NamedTemporaryFile(prefix="torchpack-", suffix=suffix, dir=_temporary_folder()) as f:
+        # The end of the sample's own file name as the suffix: loaders that look at the extension
+        # still can, and the name stays within the file system's 255 bytes.
+        suffix = "-" + os.path.basename(name)[-100:]
+        try:
+            return self._call_with_file(data, suffix, _temporary_folder(len(data)))
+        except OSError:  # /dev/shm full, say: the disk's temporary folder
+            return self._call_with_file(data, suffix, tempfile.gettempdir())
+
+    def _call_with_file(self, data, suffix: str, folder: str) -> Any:
+        with tempfile.NamedTemporaryFile(prefix="torchpack-", suffix=suffix, dir=folder) as f:
             f.write(data)
             f.flush()
             return self.loader(f.name)

@@ -11,8 +11,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_a
 
 __all__ = ["ScannedTree", "check_selection", "scan_tree"]
 
-#: Files a tree's listing left out that a header names one by one; beyond this, only their count.
-MAX_NOT_SELECTED_LISTED = 10000
+#: Files a tree's listing left out that a header names one by one; beyond this, only their count
+#: and their suffixes.
+MAX_NOT_SELECTED_LISTED = 1000
 
 
 @dataclass
@@ -29,6 +30,14 @@ class ScannedTree:
     extensions: tuple[str, ...] | None = IMG_EXTENSIONS
     is_valid_file: str | None = None  # the rule's qualified name, when one was given
     not_selected: list[str] = field(default_factory=list)  # files under class folders the rule rejected
+
+    def not_selected_suffixes(self) -> dict[str, int]:
+        """How many rejected files end in each lowercased suffix (``".txt"``; ``""`` for none)."""
+        counts: dict[str, int] = {}
+        for path in self.not_selected:
+            suffix = os.path.splitext(path.rsplit("/", 1)[-1].lower())[1]
+            counts[suffix] = counts.get(suffix, 0) + 1
+        return counts
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,7 +65,8 @@ def scan_tree(
     Raises:
         FileNotFoundError: ``root`` does not exist, or has no class folder.
         NotADirectoryError: ``root`` is a file.
-        ValueError: both or neither of ``extensions`` and ``is_valid_file`` are given.
+        ValueError: both or neither of ``extensions`` and ``is_valid_file`` are given, or a selected
+            file's name is not valid UTF-8 (a store keeps every path as UTF-8).
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.exists(root):
@@ -82,6 +92,11 @@ def scan_tree(
     for path, target in samples:
         stat = os.stat(path)
         rel = _relative(path, root)
+        if not _is_utf8(rel):
+            raise ValueError(
+                f"The file name {os.fsencode(path)!r} is not valid UTF-8, and a store keeps every path as "
+                "UTF-8: rename the file, or leave it out with is_valid_file."
+            )
         paths.append(rel)
         targets.append(target)
         sizes.append(stat.st_size)
@@ -97,8 +112,21 @@ def scan_tree(
         digest.hexdigest(),
         None if extensions is None else tuple(extensions),
         rule,
-        sorted(_relative(p, root) for p in rejected),
+        sorted(_printable(_relative(p, root)) for p in rejected),
     )
+
+
+def _printable(name: str) -> str:
+    """``name``, with bytes that are not UTF-8 as U+FFFD: it goes into a JSON header."""
+    return name if _is_utf8(name) else os.fsencode(name).decode("utf-8", "replace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's surrogate escapes of bytes that are not UTF-8
+        return False
+    return True
 
 
 def _relative(path: str, root: str) -> str:
