@@ -21,6 +21,7 @@ _EXPORTS = {
     "InvalidStoreError": "torchpack.format",
     "LMDBDatasetFolder": "torchpack.datasets",
     "LMDBImageFolder": "torchpack.datasets",
+    "ResizedCenterCrop": "torchpack.transforms",
     "SampleFile": "torchpack.loaders",
     "SkipBadCollate": "torchpack.collate",
     "StackedBatch": "torchpack.batch",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from torchpack.inspection import store_info, verify_store
     from torchpack.loaders import SampleFile, from_tensor_decoder
     from torchpack.samplers import BlockShuffleSampler
+    from torchpack.transforms import ResizedCenterCrop
     from torchpack.workers import worker_init_fn
 
 

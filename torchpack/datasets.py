@@ -19,6 +19,7 @@ import multiprocessing.context
 import os
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import lz4.block
@@ -53,6 +54,16 @@ logger = logging.getLogger("torchpack")
 DECODE_MODES = ("pil", "tensor", "numpy")
 ON_ERROR = ("raise", "skip", "replace")
 _MAX_REPLACEMENT_TRIES = 64
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool): threads do not survive a fork
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), threads):
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="torchpack"))
+    return _pool[2]
 
 
 def _shared_counter() -> Any:
@@ -119,6 +130,10 @@ class StoreDatasetFolder(DatasetFolder):
         check_crc: check each sample's CRC-32 on its first read (by this dataset, in any of its
             worker processes), catching damage after conversion before the sample is used.
         readahead: let the OS read ahead (LMDB); turn off for random access to stores larger than RAM.
+        threads: decode and transform each DataLoader batch (``__getitems__``) in this many
+            threads. For loading in the training process (``num_workers=0``) on a machine with
+            cores to spare: the decoders and torch release the GIL, and no batch crosses a
+            process boundary. Transforms must then be thread-safe (torchvision's are).
 
     Raises:
         FileNotFoundError: no store at ``root``, or a class has no sample and ``allow_empty`` is False.
@@ -146,6 +161,7 @@ class StoreDatasetFolder(DatasetFolder):
         on_error: str = "raise",
         check_crc: bool = True,
         readahead: bool = True,
+        threads: int = 1,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
@@ -162,6 +178,9 @@ class StoreDatasetFolder(DatasetFolder):
         self._loader_call = LoaderCall(loader, loader_input)
         self.on_error = on_error
         self.readahead = readahead
+        if threads < 1:
+            raise ValueError(f"`threads` must be >= 1, got {threads}.")
+        self.threads = threads
         self._prefix = self._index.files[0] if len(self._index.files) == 1 else os.path.dirname(self._index.files[0])
         self._refuse_unconverted(extensions, is_valid_file)
         self._rows = self._select_rows(extensions, is_valid_file, allow_empty)
@@ -381,7 +400,11 @@ class StoreDatasetFolder(DatasetFolder):
         return array_to_tensor(pixels) if self.decode == "tensor" else pixels
 
     def _load(self, row: int) -> tuple[Any, Any]:
-        sample = self._decode(self._read(row), row)
+        return self._finish(self._read(row), row)
+
+    def _finish(self, data, row: int) -> tuple[Any, Any]:
+        """A read sample's ``(sample, target)``: load (decode), then the transforms."""
+        sample = self._decode(data, row)
         target = int(self._index.targets[row])
         if self.transform is not None:
             sample = self.transform(sample)
@@ -417,7 +440,39 @@ class StoreDatasetFolder(DatasetFolder):
                 return self._stacked(rows, shape)
             except Exception as exc:  # per-sample loading applies the on_error policy to each
                 logger.debug("torchpack: whole-batch read failed (%s: %s); reading sample by sample", type(exc).__name__, exc)
+        if self.threads > 1 and len(rows) > 1:
+            return self._load_in_threads(indices, rows)
         return [self[i] for i in indices]
+
+    def _load_in_threads(self, indices, rows: np.ndarray) -> list[Any]:
+        """Decode and transform a batch's samples in ``threads`` threads of this process.
+
+        Reads and checksums stay in the calling thread (an LMDB read transaction belongs to
+        one thread); simplejpeg, Pillow and torch release the GIL while they work, so the
+        threads decode and resize at the same time. Bad samples get the policy afterwards,
+        in the calling thread, as :meth:`__getitem__` would give it.
+        """
+
+        def read(row: int):
+            try:
+                return self._read(row)
+            except Exception as exc:
+                return exc
+
+        def finish(row: int, data):
+            if isinstance(data, Exception):
+                return data
+            try:
+                return self._finish(data, row)
+            except Exception as exc:
+                return exc
+
+        row_list = rows.tolist()
+        done = list(_thread_pool(self.threads).map(finish, row_list, [read(row) for row in row_list]))
+        return [
+            self._bad_sample(index, row, result) if isinstance(result, Exception) else result
+            for index, row, result in zip(indices, row_list, done)
+        ]
 
     def _stack_shape(self, rows: np.ndarray) -> tuple[int, int, int] | None:
         """``(height, width, channels)`` of raw samples ``rows`` that read as one tensor (channels 0: some
@@ -602,7 +657,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
         decode_size: decode JPEGs at the smallest of 1/2, 1/4, 1/8 scale that still covers this
             short side (int) or ``(height, width)``: much faster before ``Resize``/``RandomResizedCrop``,
             and other pixels than a full decode (libjpeg's DCT scaling).
-        loader_input, on_error, check_crc, readahead: see :class:`StoreDatasetFolder`.
+        loader_input, on_error, check_crc, readahead, threads: see :class:`StoreDatasetFolder`.
     """
 
     def __init__(
@@ -620,6 +675,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
         on_error: str = "raise",
         check_crc: bool = True,
         readahead: bool = True,
+        threads: int = 1,
     ) -> None:
         if decode not in DECODE_MODES:
             raise ValueError(f"`decode` must be one of {DECODE_MODES}, got {decode!r}.")
@@ -637,6 +693,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
             on_error=on_error,
             check_crc=check_crc,
             readahead=readahead,
+            threads=threads,
         )
         self.imgs = self.samples
 
