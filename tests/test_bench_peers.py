@@ -1,0 +1,154 @@
+"""Smoke test of benchmarks/bench_peers.py: a --quick run on a few dozen generated images.
+
+In an environment without the peers (the main one) their rows must say why they failed and the
+ImageFolder and torchpack rows must still be measured; where peers are installed they run too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+BENCH_PEERS = os.path.join(BENCHMARKS, "bench_peers.py")
+
+
+def bench_suite():
+    """benchmarks/bench_suite.py, for its tree generators (benchmarks/ is not a package)."""
+    if "bench_suite" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_suite", os.path.join(BENCHMARKS, "bench_suite.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_suite"] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["bench_suite"]
+
+
+def bench_peers():
+    """benchmarks/bench_peers.py as a module, for its pure functions."""
+    bench_suite()
+    if "bench_peers" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_peers", BENCH_PEERS)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_peers"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_peers"]
+
+
+def test_bench_peers_quick_smoke_run(tmp_path):
+    suite = bench_suite()
+    photos = suite.make_photo_tree(str(tmp_path / "photos"), num_classes=2, per_class=6)
+    tiny = suite.make_tiny_tree(str(tmp_path / "tiny"), count=60, num_classes=3)
+    out = tmp_path / "peers"
+    done = subprocess.run(
+        [sys.executable, BENCH_PEERS, "--quick", "--workers", "1", "--min-seconds", "0.05",
+         "--tree", photos, "--tiny", tiny, "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("peers.json", "peers.md", "peers.png"):
+        assert (out / name).stat().st_size > 0
+    assert not (out / "work").exists()
+
+    rows = json.loads((out / "peers.json").read_text())["rows"]
+    assert {r["group"] for r in rows} == {"photo", "tiny"}
+    for row in rows:
+        if row["system"] in ("ImageFolder", "torchpack"):
+            assert row["error"] is None and row["rate"] > 0, row
+            assert row["ratio"] > 0 and row["contract"]["order"] is True and row["contract"]["len"] is True, row
+        else:  # a peer: measured, or a row that says why not
+            assert (row["rate"] or 0) > 0 or row["error"], row
+    default = next(r for r in rows if r["system"] == "torchpack" and "default" in r["route"])
+    assert default["contract"]["pixels_exact"] and default["contract"]["classes"], default
+    markdown = (out / "peers.md").read_text()
+    assert "| system / route | kind |" in markdown and "ImageFolder" in markdown and "torchpack" in markdown
+    assert "ImageFolder" in done.stdout
+
+    # every row has a kind; both sides have lossless and re-encoded photo routes
+    assert {r["kind"] for r in rows} == {"lossless", "re-encoded", "tiny/decoded"}
+    assert all((r["kind"] == "tiny/decoded") == (r["group"] == "tiny") for r in rows)
+    kinds = {(r["system"], r["route"]): r["kind"] for r in rows}
+    assert kinds[("FFCV", "raw full size (max_resolution=None), fused center crop, Loader")] == "lossless"
+    assert kinds[("FFCV", "raw long side 500, fused center crop, Loader")] == "re-encoded"
+    assert kinds[("torchpack", "HDF5 raw, full size, tensor + v2")] == "lossless"
+    assert kinds[("torchpack", "LMDB reencode q90 short side 384, tensor + v2")] == "re-encoded"
+    assert any(r["system"] == "torchpack" and "num_workers=0" in r["route"] for r in rows)
+
+    # the head-to-head summary: in the JSON, the Markdown and on stdout
+    summary = json.loads((out / "peers.json").read_text())["head_to_head"]
+    titles = [e["comparison"] for e in summary]
+    assert {"photos, lossless", "photos, re-encoded", "tiny"} <= set(titles), titles
+    for entry in summary:
+        assert entry["torchpack"] and entry["torchpack_rate"] > 0, entry
+        assert entry["winner"] in ("torchpack", "peer", "tie", "no peer measured"), entry
+        assert (entry["ratio"] is None) == (entry["peer"] is None), entry
+    assert "Head to head" in markdown and "- photos, lossless: torchpack: " in markdown
+    assert "Head to head" in done.stdout and "- tiny: torchpack: " in done.stdout
+
+
+def row(bp, system, route, group, kind, rate, megapixels=None, cap=None):
+    return bp.Row(system, route, group, "s", kind=kind, rate=rate, stored_megapixels=megapixels, cap=cap)
+
+
+def test_head_to_head_compares_like_with_like():
+    bp = bench_peers()
+    rows = [
+        row(bp, "ImageFolder", "if", "photo", "lossless", 9000.0, 0.3),  # the baseline is not a peer
+        row(bp, "torchpack", "fast", "photo", "lossless", 300.0, 0.3),
+        row(bp, "torchpack", "raw", "photo", "lossless", None, 0.3),  # failed: not a candidate
+        row(bp, "LitData", "lit", "photo", "lossless", 200.0, 0.3),
+        row(bp, "FFCV", "raw full", "photo", "lossless", 400.0, 0.3),
+        row(bp, "torchpack", "s256", "photo", "re-encoded", 1000.0, 0.08, "short side 256"),
+        row(bp, "torchpack", "s384", "photo", "re-encoded", 500.0, 0.17, "short side 384"),
+        row(bp, "FFCV", "jpg", "photo", "re-encoded", 600.0, 0.18, "long side 500"),
+        row(bp, "torchpack", "0 workers", "tiny", "tiny/decoded", 90000.0),
+    ]
+    summary = {e["comparison"]: e for e in bp.head_to_head(rows)}
+    lossless = summary["photos, lossless"]
+    assert (lossless["torchpack"], lossless["peer"], lossless["winner"]) == ("torchpack: fast", "FFCV: raw full", "peer")
+    assert abs(lossless["ratio"] - 0.75) < 1e-9
+    reencoded = summary["photos, re-encoded"]
+    assert (reencoded["torchpack"], reencoded["winner"]) == ("torchpack: s256", "torchpack")
+    budget = summary["photos, re-encoded, comparable pixel budget"]
+    assert (budget["torchpack"], budget["peer"], budget["winner"]) == ("torchpack: s384", "FFCV: jpg", "peer")
+    assert summary["tiny"]["winner"] == "no peer measured" and summary["tiny"]["ratio"] is None
+    lines = bp.head_to_head_lines(list(summary.values()))
+    assert any("short side 384, 0.17 MP stored" in line and "0.83x, peer wins" in line for line in lines), lines
+
+
+def test_caps_and_kinds():
+    bp = bench_peers()
+    assert bp.Cap("short", 256).apply(640, 480) == (341, 256)
+    assert bp.Cap("long", 500).apply(640, 480) == (500, 375)
+    assert bp.Cap("long", 500).apply(400, 300) == (400, 300)  # never enlarged
+    assert bp.Store("x").kind("photo") == "lossless"
+    assert bp.Store("x", raw_photos=True).kind("photo") == "lossless"
+    assert bp.Store("x", cap=bp.Cap("long", 500), raw_photos=True).kind("photo") == "re-encoded"
+    assert bp.Store("x", reencoded=True).kind("photo") == "re-encoded"
+    assert bp.Store("x").kind("tiny") == "tiny/decoded"
+    assert bp.raw_store_bytes([(640, 480), (100, 100)], None) == 3 * (640 * 480 + 100 * 100)
+
+
+class RawOnly:
+    """An adapter with one raw photo store, whose conversion must never run."""
+
+    system = "RawOnly"
+    python = sys.executable
+
+    def stores(self, group):
+        bp = bench_peers()
+        return [bp.Store("raw", ".raw", convert=None, raw_photos=True)]
+
+
+def test_raw_photo_stores_are_skipped_or_refused_without_disk(tmp_path, monkeypatch):
+    bp = bench_peers()
+    settings, sizes = bp.Settings(), [(1000, 1000)] * 10  # 30 MB of pixels
+    args = ([RawOnly()], "photo", str(tmp_path), str(tmp_path), settings, 1, sizes)
+    assert bp.convert_group(*args, skip_raw_photos=True) == {}
+    usage = bp.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(bp.shutil, "disk_usage", lambda path: usage._replace(free=80_000_000))  # < 3 x 30 MB
+    done = bp.convert_group(*args)
+    assert "not converted: needs 3x its expected" in done[("RawOnly", "raw")]["refused"]
+    assert bp.disk_refusal(str(tmp_path / "x"), 20_000_000) is None  # 3 x 20 MB fits in 80 MB
