@@ -551,6 +551,11 @@ def run_tiny(args, tree: str, jobs: dict, converted: dict, results: list[Result]
     measures[f"bound: DataLoader transport of never-written batches @{workers}"] = lambda: loader_rate(
         TransportOnly(len(files), touch=False), workers, batch, seconds, collate
     )
+    # The DataLoader's own per-batch work in the training process (sampler, fetcher, collate),
+    # on batches that cost nothing to make.
+    measures["bound: DataLoader alone, batches that cost nothing to make @0"] = lambda: loader_rate(
+        TransportOnly(len(files), touch=False), 0, batch, seconds, collate
+    )
     rates = measure_rounds(measures, args.rounds)
     base = rates[f"ImageFolder (PIL, PILToTensor) @{workers}"]
     base_one = rates["ImageFolder (PIL, PILToTensor) @0"]
@@ -563,6 +568,8 @@ def run_tiny(args, tree: str, jobs: dict, converted: dict, results: list[Result]
         row.extra["vs_imagefolder_same_workers"] = value / (base if w else base_one)
         if "batched" in name:
             row.extra["of_bound"] = value / (transport if w else gather)
+            if not w:
+                row.extra["of_dataloader_alone"] = value / rates["bound: DataLoader alone, batches that cost nothing to make @0"]
         results.append(row)
 
 

@@ -158,3 +158,23 @@ def test_export_writes_grayscale_raw_samples_as_grayscale_png(backend, gray_tree
     with Image.open(out / "c0" / "00.png") as exported, Image.open(f"{gray_tree}/c0/00.png") as original:
         assert exported.mode == "L" and np.array_equal(np.asarray(exported), np.asarray(original))
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_larger_raw_images_read_as_imagefolder_in_every_mode(backend, tmp_path):
+    """Photos stored raw (decoded, lossless): tensors come channels-last, with ImageFolder's pixels."""
+    from torchvision.datasets import ImageFolder
+
+    rng = np.random.default_rng(2)
+    tree = str(tmp_path / "tree")
+    save(Image.fromarray(photo_like(rng, 120, 90)), f"{tree}/a/rgb.png")
+    save(Image.fromarray(photo_like(rng, 70, 100)).convert("L"), f"{tree}/a/gray.png")
+    store = torchpack.convert(tree, tmp_path / f"raw{EXTENSION[backend]}", workers=0, storage="raw").stores[0]
+    reference = ImageFolder(tree)
+    tensors = dataset_class(backend)(store, decode="tensor")
+    for i in range(len(reference)):
+        expected = torch.from_numpy(np.asarray(reference[i][0])).permute(2, 0, 1)
+        image = tensors[i][0]
+        assert image.shape == expected.shape and torch.equal(image, expected)
+        assert image.stride() == (1, image.shape[2] * 3, 3)  # an HWC array seen as CHW: channels-last
+        assert np.array_equal(np.asarray(dataset_class(backend)(store)[i][0]), np.asarray(reference[i][0]))
