@@ -227,6 +227,7 @@ class Route:
     loader: Callable[[str, int, int], Iterable] | None = None
     probe: Callable[[str], Probe] | None = None
     workers: int | None = None  # fixed worker count; None: --workers
+    array_batches: bool = False  # batch_sampler=torchpack.ArrayBatchSampler (batches as index arrays)
 
 
 def dataset_probe(dataset, unpack: Callable[[Any], tuple] | None = None, **meta: Any) -> Probe:
@@ -403,11 +404,16 @@ class TorchpackAdapter(Adapter):
         decode threads as the other systems get workers, and the crop-first fused resize."""
         t, s, c = self.settings.workers, SHORT_SIDE, TP_COMPARABLE_SHORT_SIDE
         fused = f"in-process, threads={t}, fused crop+resize"
+        workers = f"{t} workers, fused crop+resize"
         return [
             Route(f"LMDB fast (decode_size=256), {fused}", "lmdb", dataset=tp_fused(t), workers=0),
             Route(f"HDF5 raw, full size, {fused}", "hdf5 raw", dataset=tp_fused(t, None), workers=0),
+            Route(f"HDF5 raw, full size, {workers}", "hdf5 raw", dataset=tp_fused(1, None)),
+            Route(f"HDF5 raw short side {c}, {fused}", f"hdf5 raw s{c}", dataset=tp_fused(t, None), workers=0),
+            Route(f"HDF5 raw short side {c}, {workers}", f"hdf5 raw s{c}", dataset=tp_fused(1, None)),
             Route(f"LMDB reencode q{TP_QUALITY} short side {s}, {fused}", f"lmdb reencode s{s}", dataset=tp_fused(t), workers=0),
             Route(f"LMDB reencode q{TP_QUALITY} short side {c}, {fused}", f"lmdb reencode s{c}", dataset=tp_fused(t), workers=0),
+            Route(f"LMDB reencode q{TP_QUALITY} short side {c}, {workers}", f"lmdb reencode s{c}", dataset=tp_fused(1)),
         ]
 
     def stores(self, group: str) -> list[Store]:
@@ -418,6 +424,14 @@ class TorchpackAdapter(Adapter):
                 tp_reencode_store(TP_COMPARABLE_SHORT_SIDE),  # about FFCV's pixel budget
                 # decoded pixels at full size: the counterpart of FFCV's raw field without resizing
                 Store("hdf5 raw", ".h5", torchpack_options={"storage": "raw", "raw_compression": "none"}, raw_photos=True),
+                # decoded pixels at about FFCV's pixel budget: the counterpart of its resized raw field
+                Store(
+                    f"hdf5 raw s{TP_COMPARABLE_SHORT_SIDE}",
+                    ".h5",
+                    torchpack_options={"storage": "raw", "raw_compression": "none", "short_side": TP_COMPARABLE_SHORT_SIDE},
+                    cap=Cap("short", TP_COMPARABLE_SHORT_SIDE),
+                    raw_photos=True,
+                ),
             ]
         return [Store("hdf5 raw", ".h5", torchpack_options={"storage": "raw", "raw_compression": "none"})]
 
@@ -435,10 +449,10 @@ class TorchpackAdapter(Adapter):
             ]
         collate = torchpack.SkipBadCollate()
         return [
-            Route(f"HDF5 raw, batched, {self.settings.workers} workers", "hdf5 raw", dataset=tp_raw, collate=collate),
+            Route(f"HDF5 raw, batched, {self.settings.workers} workers", "hdf5 raw", dataset=tp_raw, collate=collate, array_batches=True),
             Route(
-                "HDF5 raw, whole batches in-process (num_workers=0: recommended for raw tiny stores)",
-                "hdf5 raw", dataset=tp_raw, collate=collate, workers=0,
+                "HDF5 raw, whole batches in-process (num_workers=0, ArrayBatchSampler: recommended for raw tiny stores)",
+                "hdf5 raw", dataset=tp_raw, collate=collate, workers=0, array_batches=True,
             ),
         ]
 
@@ -807,7 +821,9 @@ def measure_route(route: Route, path: str, group: str, settings: Settings) -> fl
         if route.loader is not None:
             loader = route.loader(path, workers, batch)
             return iter_rate(loader, settings.min_seconds, 2 * max(workers, 1))
-        return loader_rate(route.dataset(path), workers, batch, settings.min_seconds, route.collate)
+        return loader_rate(
+            route.dataset(path), workers, batch, settings.min_seconds, route.collate, array_batches=route.array_batches
+        )
     finally:
         loader = None
         gc.collect()  # let persistent workers and loader threads go before the next row starts
@@ -971,6 +987,7 @@ class Row:
     store: str | None
     kind: str = LOSSLESS  # one of KINDS
     cap: str | None = None  # the store's resize rule, e.g. "short side 256"; None: full size
+    holds: str = "files"  # what the store keeps of a photo: "files" (its bytes), "jpeg" (re-encoded) or "pixels" (decoded)
     stored_megapixels: float | None = None  # mean pixels per stored photo, from the tree's sizes and ``cap``
     convert_seconds: float | None = None
     size_bytes: int | None = None
@@ -1158,6 +1175,7 @@ def describe(row: Row, store: Store, sizes: list[tuple[int, int]] | None) -> Non
     """Fill in the row's kind, cap and (photos) mean stored megapixels."""
     row.kind = store.kind(row.group)
     row.cap = None if store.cap is None else str(store.cap)
+    row.holds = "pixels" if store.raw_photos else "jpeg" if store.reencoded else "files"
     if sizes:
         row.stored_megapixels = float(np.mean([w * h for w, h in stored_sizes(sizes, store.cap)])) / 1e6
 
@@ -1313,9 +1331,9 @@ def matchup(title: str, ours: Row | None, theirs: Row | None, **extra: Any) -> d
 def head_to_head(rows: list[Row]) -> list[dict[str, Any]]:
     """For each (group, kind) of MATCHUPS: the best torchpack route against the best peer route.
 
-    Re-encoded photos get a second line at a comparable pixel budget: the torchpack re-encoded
-    route whose stored megapixels are closest to those of the best peer's store (the first line
-    may set a small store of ours against a larger one of theirs).
+    Re-encoded photos get a line per kind of store (JPEG, decoded pixels): the best peer route of
+    that kind against torchpack's of the same kind whose stored megapixels are closest (the first
+    line may set a small store of ours against a larger one of theirs).
     """
     summary = []
     for title, group, kind in MATCHUPS:
@@ -1325,12 +1343,18 @@ def head_to_head(rows: list[Row]) -> list[dict[str, Any]]:
         if not mine and theirs is None:
             continue
         summary.append(matchup(title, best(mine), theirs, group=group, kind=kind))
-        if kind == REENCODED and theirs is not None and theirs.stored_megapixels is not None:
-            budget = [r for r in mine if r.rate is not None and r.stored_megapixels is not None]
-            if budget:
-                closest = min(abs(r.stored_megapixels - theirs.stored_megapixels) for r in budget)
-                near = best([r for r in budget if abs(r.stored_megapixels - theirs.stored_megapixels) == closest])
-                summary.append(matchup(f"{title}, comparable pixel budget", near, theirs, group=group, kind=kind))
+        if kind != REENCODED:
+            continue
+        # Like with like: each kind of store a peer re-encodes to (JPEG, decoded pixels) against
+        # torchpack's of the same kind at the nearest pixel budget.
+        for holds, what in (("jpeg", "JPEG stores"), ("pixels", "decoded-pixel stores")):
+            peer = best([r for r in part if r.system not in ("torchpack", BASELINE) and r.holds == holds])
+            budget = [r for r in mine if r.holds == holds and r.rate is not None and r.stored_megapixels is not None]
+            if peer is None or peer.stored_megapixels is None or not budget:
+                continue
+            closest = min(abs(r.stored_megapixels - peer.stored_megapixels) for r in budget)
+            near = best([r for r in budget if abs(r.stored_megapixels - peer.stored_megapixels) == closest])
+            summary.append(matchup(f"{title}, {what} at a comparable pixel budget", near, peer, group=group, kind=kind))
     return summary
 
 

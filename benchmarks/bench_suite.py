@@ -181,20 +181,18 @@ def loader_rate(
     min_seconds: float,
     collate_fn: Callable | None = None,
     warmup_batches: int | None = None,
+    array_batches: bool = False,
 ) -> float:
     """Images/s through a shuffling DataLoader: warm-up batches, then batches for at least ``min_seconds``.
 
     Workers are persistent and started before the clock, as in a training run's second epoch.
+    ``array_batches``: shuffle with ``torchpack.ArrayBatchSampler`` (batches as index arrays).
     """
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        collate_fn=collate_fn or default_collate,
-        generator=torch.Generator().manual_seed(0),
-    )
+    common = {"num_workers": workers, "persistent_workers": workers > 0, "collate_fn": collate_fn or default_collate}
+    if array_batches:
+        loader = DataLoader(dataset, batch_sampler=torchpack.ArrayBatchSampler(dataset, batch_size), **common)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0), **common)
     warmup = warmup_batches if warmup_batches is not None else 2 * max(workers, 1)
     for i, _ in enumerate(loader):
         if i + 1 >= warmup:
@@ -540,7 +538,7 @@ def run_tiny(args, tree: str, jobs: dict, converted: dict, results: list[Result]
         label = f"{dataset_class(backend).__name__} raw {compression}"
         for w in (workers, 0):
             measures[f"{label}, per item @{w}"] = lambda d=dataset, w=w: loader_rate(PerItem(d), w, batch, seconds)
-            measures[f"{label}, batched @{w}"] = lambda d=dataset, w=w: loader_rate(d, w, batch, seconds, collate)
+            measures[f"{label}, batched @{w}"] = lambda d=dataset, w=w: loader_rate(d, w, batch, seconds, collate, array_batches=True)
     first_epoch = "HDF5ImageFolder raw none, batched, first epoch (checking every CRC-32) @0"
     measures[first_epoch] = lambda: epoch_rate(dataset_class("hdf5")(stores["hdf5 none"], decode="tensor"), batch, collate)
     ram = np.stack([reference[i][0].numpy() for i in range(len(reference))])

@@ -88,8 +88,8 @@ def test_bench_peers_quick_smoke_run(tmp_path):
     assert "Head to head" in done.stdout and "- tiny: torchpack: " in done.stdout
 
 
-def row(bp, system, route, group, kind, rate, megapixels=None, cap=None):
-    return bp.Row(system, route, group, "s", kind=kind, rate=rate, stored_megapixels=megapixels, cap=cap)
+def row(bp, system, route, group, kind, rate, megapixels=None, cap=None, holds="files"):
+    return bp.Row(system, route, group, "s", kind=kind, rate=rate, stored_megapixels=megapixels, cap=cap, holds=holds)
 
 
 def test_head_to_head_compares_like_with_like():
@@ -100,9 +100,11 @@ def test_head_to_head_compares_like_with_like():
         row(bp, "torchpack", "raw", "photo", "lossless", None, 0.3),  # failed: not a candidate
         row(bp, "LitData", "lit", "photo", "lossless", 200.0, 0.3),
         row(bp, "FFCV", "raw full", "photo", "lossless", 400.0, 0.3),
-        row(bp, "torchpack", "s256", "photo", "re-encoded", 1000.0, 0.08, "short side 256"),
-        row(bp, "torchpack", "s384", "photo", "re-encoded", 500.0, 0.17, "short side 384"),
-        row(bp, "FFCV", "jpg", "photo", "re-encoded", 600.0, 0.18, "long side 500"),
+        row(bp, "torchpack", "s256", "photo", "re-encoded", 1000.0, 0.08, "short side 256", "jpeg"),
+        row(bp, "torchpack", "s384", "photo", "re-encoded", 500.0, 0.17, "short side 384", "jpeg"),
+        row(bp, "torchpack", "raw s384", "photo", "re-encoded", 900.0, 0.17, "short side 384", "pixels"),
+        row(bp, "FFCV", "jpg", "photo", "re-encoded", 600.0, 0.18, "long side 500", "jpeg"),
+        row(bp, "FFCV", "raw", "photo", "re-encoded", 800.0, 0.18, "long side 500", "pixels"),
         row(bp, "torchpack", "0 workers", "tiny", "tiny/decoded", 90000.0),
     ]
     summary = {e["comparison"]: e for e in bp.head_to_head(rows)}
@@ -111,8 +113,10 @@ def test_head_to_head_compares_like_with_like():
     assert abs(lossless["ratio"] - 0.75) < 1e-9
     reencoded = summary["photos, re-encoded"]
     assert (reencoded["torchpack"], reencoded["winner"]) == ("torchpack: s256", "torchpack")
-    budget = summary["photos, re-encoded, comparable pixel budget"]
-    assert (budget["torchpack"], budget["peer"], budget["winner"]) == ("torchpack: s384", "FFCV: jpg", "peer")
+    jpeg = summary["photos, re-encoded, JPEG stores at a comparable pixel budget"]
+    assert (jpeg["torchpack"], jpeg["peer"], jpeg["winner"]) == ("torchpack: s384", "FFCV: jpg", "peer")
+    pixels = summary["photos, re-encoded, decoded-pixel stores at a comparable pixel budget"]
+    assert (pixels["torchpack"], pixels["peer"], pixels["winner"]) == ("torchpack: raw s384", "FFCV: raw", "torchpack")
     assert summary["tiny"]["winner"] == "no peer measured" and summary["tiny"]["ratio"] is None
     lines = bp.head_to_head_lines(list(summary.values()))
     assert any("short side 384, 0.17 MP stored" in line and "0.83x, peer wins" in line for line in lines), lines

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pytest
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 import torchpack
+from conftest import BACKENDS, dataset_class
 from torchpack.samplers import BlockShuffleSampler
 
 
@@ -82,3 +84,34 @@ def test_arguments_are_checked_and_it_is_exported():
         BlockShuffleSampler(range(10), num_replicas=0, rank=0)
     sampler = BlockShuffleSampler(range(10))  # no process group: one replica
     assert sampler.num_replicas == 1 and sampler.rank == 0 and sorted(sampler) == list(range(10))
+
+
+@pytest.mark.parametrize("size, batch, drop_last", [(10, 3, False), (10, 3, True), (9, 3, False), (1, 4, False)])
+def test_array_batch_sampler_covers_every_index_once(size, batch, drop_last):
+    sampler = torchpack.ArrayBatchSampler(range(size), batch, drop_last=drop_last, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) and all(isinstance(b, np.ndarray) for b in batches)
+    assert all(len(b) == batch for b in batches[:-1]) and (not drop_last or len(batches[-1]) == batch)
+    seen = np.concatenate(batches) if batches else np.array([], dtype=int)
+    kept = size - size % batch if drop_last else size
+    assert len(seen) == kept and len(set(seen.tolist())) == kept and set(seen.tolist()) <= set(range(size))
+    assert [b.tolist() for b in batches] != [b.tolist() for b in sampler] or size <= 1  # the next epoch, another order
+    sampler.set_epoch(0)
+    assert [b.tolist() for b in sampler] == [b.tolist() for b in batches]  # epoch 0 again, the same order
+    ordered = torchpack.ArrayBatchSampler(range(size), batch, shuffle=False)
+    assert np.concatenate(list(ordered)).tolist() == list(range(size))
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        torchpack.ArrayBatchSampler(range(size), 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_array_batches_through_a_dataloader(backend, workers, small_stores):
+    dataset = dataset_class(backend)(small_stores[backend], decode="numpy")
+    sampler = torchpack.ArrayBatchSampler(dataset, 5, seed=1)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=list)
+    got = [sample for batch in loader for sample in batch]
+    order = np.concatenate(list(torchpack.ArrayBatchSampler(dataset, 5, seed=1)))
+    assert len(got) == len(dataset) == len(order)
+    for (image, target), i in zip(got, order.tolist()):
+        assert target == dataset[i][1] and np.array_equal(image, dataset[i][0])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "ArrayBatchSampler": "torchpack.samplers",
     "BadSample": "torchpack.errors",
     "BadSampleError": "torchpack.errors",
     "BlockShuffleSampler": "torchpack.samplers",
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from torchpack.format import InvalidStoreError, UnsupportedVersionError
     from torchpack.inspection import store_info, verify_store
     from torchpack.loaders import SampleFile, from_tensor_decoder
-    from torchpack.samplers import BlockShuffleSampler
+    from torchpack.samplers import ArrayBatchSampler, BlockShuffleSampler
     from torchpack.transforms import ResizedCenterCrop
     from torchpack.workers import worker_init_fn
 

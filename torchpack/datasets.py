@@ -349,7 +349,7 @@ class StoreDatasetFolder(DatasetFolder):
             index += n
         if not 0 <= index < n:
             raise IndexError(f"sample index {index} is out of range for {type(self).__name__} with {n} samples")
-        return index if self._rows is None else int(self._rows[index])
+        return int(index) if self._rows is None else int(self._rows[index])
 
     def relative_path(self, index: int) -> str:
         """The sample's path relative to the converted tree's root, e.g. ``"cat/001.jpg"``."""
@@ -445,6 +445,8 @@ class StoreDatasetFolder(DatasetFolder):
                 return self._stacked(rows, shape)
             except Exception as exc:  # per-sample loading applies the on_error policy to each
                 logger.debug("torchpack: whole-batch read failed (%s: %s); reading sample by sample", type(exc).__name__, exc)
+        if isinstance(indices, np.ndarray):  # from ArrayBatchSampler
+            indices = indices.tolist()
         if self.threads > 1 and len(rows) > 1:
             return self._load_in_threads(indices, rows)
         return [self[i] for i in indices]
