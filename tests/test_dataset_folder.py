@@ -380,3 +380,11 @@ def test_the_path_fallback_copes_with_long_names_and_names_failures(backend, tmp
     with pytest.raises(torchpack.BadSampleError) as caught:
         broken[0]
     assert isinstance(caught.value.__cause__, OSError) and isinstance(caught.value.__cause__.__cause__, OSError)
+
+
+def test_an_unpicklable_check_is_refused_before_anything_is_written(files_tree, tmp_path):
+    dst = tmp_path / "s.lmdb"
+    with pytest.raises(ValueError, match="`check` must be picklable"):
+        torchpack.convert(files_tree, dst, extensions=KINDS, check=lambda path: None, workers=1)
+    assert not dst.exists() and not os.path.exists(f"{dst}.partial")
+    assert torchpack.convert(files_tree, dst, extensions=KINDS, check=lambda path: None, workers=0).num_samples == 36

@@ -12,11 +12,11 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import pickle
 import shutil
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.reduction import ForkingPickler
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -174,7 +174,7 @@ def convert(
         raise ValueError(f"`commit_every` must be >= 1, got {commit_every}.")
     if options.check_file is not None and workers != 0:
         try:
-            pickle.dumps(options.check_file)
+            ForkingPickler.dumps(options.check_file)  # as the pool will send it; nothing here is ever unpickled
         except Exception as exc:
             raise ValueError(
                 f"`check` must be picklable to run in the worker processes (a module-level function, not a "

@@ -30,6 +30,9 @@ FORMAT_NAME = "torchpack"
 FORMAT_VERSION = "2.0"
 SUPPORTED_MAJOR_VERSIONS = (1, 2)
 
+#: A column of a few distinct strings, stored once each (Arrow's dictionary encoding).
+_LABELS = pa.dictionary(pa.int8(), pa.string())
+
 #: One row per sample, in DatasetFolder order.
 INDEX_SCHEMA = pa.schema(
     [
@@ -38,16 +41,19 @@ INDEX_SCHEMA = pa.schema(
         ("offset", pa.int64()),  # byte offset in the data region (HDF5); running total (LMDB)
         ("length", pa.int64()),  # stored byte length
         ("crc32", pa.uint32()),  # zlib.crc32 of the stored bytes
-        ("encoding", pa.string()),  # sniffed from the content: "jpeg", "png", "npy", "wav", ..., or "raw"
-        ("decoder", pa.string()),  # which decoder gives ImageFolder's pixels: "simplejpeg", "pillow", or "" (unknown)
+        ("encoding", _LABELS),  # sniffed from the content: "jpeg", "png", "npy", "wav", ..., or "raw"
+        ("decoder", _LABELS),  # which decoder gives ImageFolder's pixels: "simplejpeg", "pillow", or "" (unknown)
         ("height", pa.int32()),  # decoded size, 0 when unknown (check skipped, or not an image)
         ("width", pa.int32()),
         ("channels", pa.int8()),  # stored channels of a raw sample: 1 (gray) or 3 (RGB); else 3, or 0 when unknown
     ]
 )
 
-#: The index of format 1.x stores: no ``decoder`` column, and raw samples always hold 3 channels.
-INDEX_SCHEMA_V1 = pa.schema([f for f in INDEX_SCHEMA if f.name != "decoder"])
+#: The index of format 1.x stores: no ``decoder`` column, ``encoding`` as plain strings, and raw
+#: samples always hold 3 channels.
+INDEX_SCHEMA_V1 = pa.schema(
+    [pa.field("encoding", pa.string()) if f.name == "encoding" else f for f in INDEX_SCHEMA if f.name != "decoder"]
+)
 
 #: Header fields every store must have, with their JSON types.
 REQUIRED_HEADER_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -192,7 +198,9 @@ def _current_columns(table: pa.Table, major: int, source: str) -> pa.Table:
     if major == 1:
         if not table.schema.equals(INDEX_SCHEMA_V1):
             raise InvalidStoreError(f"{source}: the sample index has an unexpected schema:\n{table.schema}")
-        unknown = pc.fill_null(pa.nulls(table.num_rows, pa.string()), "")
+        unknown = pc.fill_null(pa.nulls(table.num_rows, pa.string()), "").cast(_LABELS)
+        encoding = INDEX_SCHEMA.get_field_index("encoding")
+        table = table.set_column(encoding, "encoding", table.column("encoding").cast(_LABELS))
         table = table.add_column(INDEX_SCHEMA.get_field_index("decoder"), "decoder", unknown)
     for field in INDEX_SCHEMA:
         if table.schema.get_field_index(field.name) < 0 or not table.schema.field(field.name).type.equals(field.type):

@@ -9,7 +9,6 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from torchpack.format import InvalidStoreError, column_array
 from torchpack.workers import FileIdentity, borrowed_reader, file_identity
@@ -120,8 +119,9 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
         raise InvalidStoreError(f"The store files mix backends {sorted(backends)}: {files}.")
     tables = [item[3] for item in loaded]
     table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
-    encoded = pc.dictionary_encode(table.column("encoding")).combine_chunks()
-    decoders = pc.dictionary_encode(table.column("decoder")).combine_chunks()
+    # Dictionary columns already: shards only need one dictionary between them.
+    encoded = table.column("encoding").unify_dictionaries().combine_chunks()
+    decoders = table.column("decoder").unify_dictionaries().combine_chunks()
     counts = [t.num_rows for t in tables]
     return StoreIndex(
         files=[item[0] for item in loaded],
