@@ -42,7 +42,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         resume=args.resume,
-        check=not args.no_check,
+        check=False if args.no_check else None,
         storage=args.storage,
         short_side=args.short_side,
         quality=args.quality,
@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: one per CPU; 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
-    p.add_argument("--no-check", action="store_true", help="skip the full decode of every image (trust the data)")
+    p.add_argument("--no-check", action="store_true", help="decode no image (trust the data); by default an ImageFolder tree's images are decoded, a DatasetFolder tree's (--extensions) files are not")
     p.add_argument("--storage", choices=("encoded", "reencode", "raw"), default="encoded", help="encoded: files untouched (default); reencode: JPEG with --short-side cap; raw: decoded pixels for tiny images")
     p.add_argument("--short-side", type=int, default=None, help="cap the short side (reencode, raw)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for reencode (default 90)")
