@@ -1128,7 +1128,7 @@ def probe_row(adapter: Adapter, route: Route, path: str, group: str, indices: li
     job = {"kind": "probe", "system": adapter.system, "group": group, "route": route.name, "path": path,
            "indices": indices, "out": out, "settings": asdict(adapter.settings)}
     run_job(adapter.python, job)
-    probe = torch.load(out)
+    probe = torch.load(out, weights_only=True)
     os.remove(out)
     probe["random"] = None if probe["random"] is None else {int(k): v for k, v in probe["random"].items()}
     return probe

@@ -373,13 +373,25 @@ def test_the_path_fallback_copes_with_long_names_and_names_failures(backend, tmp
     dataset = folder_class(backend)(store, loader=long_name_path_loader, extensions=(".wav",), loader_input="path")
     assert dataset[0][0] == dataset.read_bytes(0)
 
+    calls = []
+
     def fails_both_ways(path):
+        calls.append(path)
         raise OSError("the loader's own failure")
 
     broken = folder_class(backend)(store, loader=fails_both_ways, extensions=(".wav",))
     with pytest.raises(torchpack.BadSampleError) as caught:
         broken[0]
     assert isinstance(caught.value.__cause__, OSError) and isinstance(caught.value.__cause__.__cause__, OSError)
+    assert len(calls) == 2  # once with the file object, once with a path: its OSError is not a full /dev/shm
+
+
+def test_name_suffix_matches_the_end_of_the_name_as_torchvision_does():
+    from torchpack.scan import name_suffix
+
+    assert name_suffix("a/b.TAR.gz") == ".gz"
+    assert name_suffix("a/.npy") == ".npy"  # has_file_allowed_extension(".npy", ".npy") is True
+    assert name_suffix("a.d/README") == ""
 
 
 def test_an_unpicklable_check_is_refused_before_anything_is_written(files_tree, tmp_path):

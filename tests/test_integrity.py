@@ -106,6 +106,18 @@ def test_damage_is_caught_on_first_read_after_other_samples_were_read(backend, s
     assert not torchpack.verify_store(store).ok
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_damaged_bytes_name_the_sample_in_read_bytes_and_export(backend, small_tree, tmp_path):
+    store = torchpack.convert(small_tree, tmp_path / f"s{EXTENSION[backend]}", workers=0).stores[0]
+    dataset = dataset_class(backend)(store, check_crc=False)
+    damage_sample(store, dataset.read_bytes(4))
+    path = dataset.relative_path(4)
+    with pytest.raises(ValueError, match=f"checksum mismatch for {path} in .*{EXTENSION[backend]}"):
+        dataset_class(backend)(store).read_bytes(4)
+    with pytest.raises(ValueError, match=f"checksum mismatch for {path} in .*not exported"):
+        torchpack.export_store(store, tmp_path / "out")
+
+
 @pytest.fixture(scope="module")
 def gray_tree(tmp_path_factory) -> str:
     """28x28 grayscale PNGs (Fashion-MNIST's kind), plus two colour ones in their own class."""
@@ -148,6 +160,20 @@ def test_raw_grayscale_stores_one_channel_and_reads_rgb(backend, compression, gr
     assert torch.equal(batch.images, torch.stack([reference[i][0] for i in mixed_rows]))
     loader = DataLoader(dataset, batch_size=6, num_workers=2, collate_fn=torchpack.SkipBadCollate())
     assert torch.equal(torch.cat([images for images, _ in loader]), torch.stack([reference[i][0] for i in range(len(reference))]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_turning_the_check_off_and_on_checks_whole_batches_again(backend, gray_tree, tmp_path, crc_calls):
+    store = torchpack.convert(gray_tree, tmp_path / f"raw{EXTENSION[backend]}", workers=0, storage="raw").stores[0]
+    dataset = dataset_class(backend)(store, decode="tensor")
+    rows = list(range(len(dataset)))
+    for _ in range(3):  # checked once, then known to be all checked
+        assert isinstance(dataset.__getitems__(rows), torchpack.StackedBatch)
+    assert crc_calls.calls == len(dataset)
+    dataset.check_crc = False
+    dataset.check_crc = True
+    dataset.__getitems__(rows)
+    assert crc_calls.calls == 2 * len(dataset)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

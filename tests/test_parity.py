@@ -125,3 +125,25 @@ def test_targets_and_samples_are_arrays_not_lists(backend, stores):
     assert np.asarray(dataset.targets).dtype.kind == "i"
     assert dataset.targets[0] == list(dataset.targets)[0] and isinstance(dataset.targets[0], int)
     assert torch.tensor(list(dataset.targets)).shape == (len(dataset),)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("selected", [False, True])
+def test_targets_as_an_array_are_a_copy_or_read_only(backend, selected, stores):
+    """As with ImageFolder's list, ``np.array(targets)`` is the user's to change; ``ds.targets`` is not."""
+    rule = (lambda path: path.endswith(".jpg")) if selected else None
+    dataset = dataset_class(backend)(stores[backend], allow_empty=True, is_valid_file=rule)
+    before = list(dataset.targets)
+    mine = np.array(dataset.targets)
+    mine[:] = -1
+    assert list(dataset.targets) == before
+    with pytest.raises(ValueError, match="read-only"):
+        np.asarray(dataset.targets)[0] = -1
+    assert list(dataset.targets) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", [0, -5, (224,), (0, 10), 2.5, True])
+def test_a_bad_decode_size_is_refused_by_name(backend, size, stores):
+    with pytest.raises(ValueError, match="`decode_size` must be"):
+        dataset_class(backend)(stores[backend], allow_empty=True, decode_size=size)

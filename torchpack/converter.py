@@ -162,9 +162,7 @@ def convert(
     check_images = check if isinstance(check, bool) else extensions is None
     if extensions is None and is_valid_file is None:
         extensions = IMG_EXTENSIONS
-    check_selection(extensions, is_valid_file)
-    if isinstance(extensions, (list, str)):
-        extensions = tuple(extensions) if isinstance(extensions, list) else (extensions,)
+    extensions = check_selection(extensions, is_valid_file)
     options = _ingest_options(storage, check_images, check if callable(check) else None, short_side, quality, raw_compression)
     dst = os.path.abspath(os.fspath(dst))
     _check_destination_folder(dst)

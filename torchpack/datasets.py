@@ -34,7 +34,7 @@ from torchpack.batch import StackedBatch, batch_tensor
 from torchpack.decode import DecodeSize, decode_array, decode_pil, raw_rgb
 from torchpack.errors import BadSample, BadSampleError
 from torchpack.loaders import LoaderCall, is_builtin_image_loader
-from torchpack.scan import check_selection
+from torchpack.scan import check_selection, name_suffix
 from torchpack.store import StoreRoot, load_store_index
 from torchpack.views import IntSequence, SampleSequence
 from torchpack.workers import cached_reader
@@ -57,14 +57,15 @@ ON_ERROR = ("raise", "skip", "replace")
 _MAX_REPLACEMENT_TRIES = 64
 
 
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool): threads do not survive a fork
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # by (pid, threads): threads do not survive a fork
 
 
 def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool[:2] != (os.getpid(), threads):
-        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="torchpack"))
-    return _pool[2]
+    key = (os.getpid(), threads)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="torchpack")
+    return pool
 
 
 def _shared_counter() -> Any:
@@ -111,7 +112,7 @@ class StoreDatasetFolder(DatasetFolder):
     Args:
         root: the store file; or the shards of one, as a folder, a glob pattern or a list.
         loader: called with a binary file object over one sample's stored bytes, whose ``name``
-            is the sample's path relative to the converted tree (``np.load``, ``torch.load``,
+            is the sample's path relative to the converted tree (``np.load``, ``torch.load`` with ``weights_only=True``,
             ``soundfile.read`` and ``PIL.Image.open`` take it as it is). torchvision's
             ``pil_loader`` and ``default_loader`` are not called: the dataset decodes for them,
             with the same pixels. A loader that insists on a path gets one (see ``loader_input``).
@@ -166,9 +167,7 @@ class StoreDatasetFolder(DatasetFolder):
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
-        check_selection(extensions, is_valid_file)
-        if isinstance(extensions, (list, str)):  # torchvision accepts a list, or one string
-            extensions = tuple(extensions) if isinstance(extensions, list) else (extensions,)
+        extensions = check_selection(extensions, is_valid_file)
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self._index = load_store_index(self.root, self.backend)
         self.classes = self._index.classes
@@ -191,8 +190,6 @@ class StoreDatasetFolder(DatasetFolder):
         self._skipped = _shared_counter() if on_error != "raise" else None
         self._verified = self._verified_view = None
         self.check_crc = check_crc
-        self._all_verified: int | None = None  # the pid of a process that saw every sample checked
-        self._batches_checked = 0
         self._uniform_raw: bool | None = None  # decided on the first stacked batch
         self._all_raw = self._index.encodings == ["raw"] and len(self._index.files) == 1
         self._raw_shape = self._one_raw_shape()
@@ -212,13 +209,10 @@ class StoreDatasetFolder(DatasetFolder):
             self._verified_view = np.frombuffer(self._verified, dtype=np.uint8)
         elif not value:
             self._verified = self._verified_view = None
+        self._all_verified: int | None = None  # the pid of a process that saw every sample checked
+        self._batches_checked = 0
 
     # -- which samples -------------------------------------------------------------------------
-
-    def _accepts(self, extensions, is_valid_file) -> Callable[[str], bool]:
-        if is_valid_file is not None:
-            return lambda path: bool(is_valid_file(os.path.join(self._prefix, path)))
-        return lambda path: has_file_allowed_extension(path, extensions)
 
     def _refuse_unconverted(self, extensions, is_valid_file) -> None:
         """Refuse ``extensions`` that accept files the converter's selection left out of the store;
@@ -251,7 +245,7 @@ class StoreDatasetFolder(DatasetFolder):
             return any(_may_end_with(suffix, e) for e in extensions)
 
         possible = sum(n for suffix, n in selection.get("not_selected_suffixes", {}).items() if candidate(suffix))
-        listed_possible = sum(candidate(os.path.splitext(path.rsplit("/", 1)[-1].lower())[1]) for path in listed)
+        listed_possible = sum(candidate(name_suffix(path)) for path in listed)
         if missing or possible > listed_possible:
             example = f"such as {missing[0]!r}" if missing else "with suffixes these extensions match"
             raise ValueError(
@@ -263,8 +257,8 @@ class StoreDatasetFolder(DatasetFolder):
         """The stored rows DatasetFolder would list with this selection (None: all), and its empty-class rule."""
         index = self._index
         if is_valid_file is not None:
-            accepts = self._accepts(None, is_valid_file)
-            keep = np.fromiter(map(accepts, index.paths.to_pylist()), dtype=bool, count=len(index))
+            paths = (os.path.join(self._prefix, path) for path in index.paths.to_pylist())
+            keep = np.fromiter((bool(is_valid_file(path)) for path in paths), dtype=bool, count=len(index))
         elif self._converted_within(extensions):
             keep = None
         else:
@@ -366,7 +360,10 @@ class StoreDatasetFolder(DatasetFolder):
         verified = self._verified_view
         if verified is not None and not verified[row]:
             if zlib.crc32(data) != int(index.crc32[row]):
-                raise ValueError("checksum mismatch: the stored bytes were damaged after conversion")
+                raise ValueError(
+                    f"checksum mismatch for {index.paths[row].as_py()} in {index.files[shard]}: "
+                    "the stored bytes were damaged after conversion"
+                )
             verified[row] = 1
         return data
 
@@ -419,11 +416,7 @@ class StoreDatasetFolder(DatasetFolder):
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         """The ``(sample, target)`` pair, as ``DatasetFolder`` returns it for the same index."""
-        row = self._row(index)
-        try:
-            return self._load(row)
-        except Exception as exc:
-            return self._bad_sample(index, row, exc)
+        return self._load_or_bad(index, self._row(index))
 
     def _rows_of(self, indices) -> np.ndarray:
         """The rows of many indices at once (``_row`` for a whole batch, without a Python loop)."""
@@ -449,7 +442,13 @@ class StoreDatasetFolder(DatasetFolder):
             indices = indices.tolist()
         if self.threads > 1 and len(rows) > 1:
             return self._load_in_threads(indices, rows)
-        return [self[i] for i in indices]
+        return [self._load_or_bad(index, row) for index, row in zip(indices, rows.tolist())]
+
+    def _load_or_bad(self, index: int, row: int) -> Any:
+        try:
+            return self._load(row)
+        except Exception as exc:
+            return self._bad_sample(index, row, exc)
 
     def _load_in_threads(self, indices, rows: np.ndarray) -> list[Any]:
         """Decode and transform a batch's samples in ``threads`` threads of this process.
@@ -610,7 +609,7 @@ class StoreDatasetFolder(DatasetFolder):
             except Exception:
                 self._count_skipped()
         raise BadSampleError(
-            f"Sample {index} ({path}) could not be loaded, nor any of the {tries} samples after it."
+            f"Sample {index} ({path}) of {self._prefix} could not be loaded, nor any of the {tries} samples after it."
         ) from exc
 
     def _count_skipped(self) -> None:
@@ -686,6 +685,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
     ) -> None:
         if decode not in DECODE_MODES:
             raise ValueError(f"`decode` must be one of {DECODE_MODES}, got {decode!r}.")
+        _check_decode_size(decode_size)
         self.decode = decode
         self.decode_size = decode_size
         super().__init__(
@@ -703,6 +703,17 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
             threads=threads,
         )
         self.imgs = self.samples
+
+
+def _check_decode_size(decode_size: Any) -> None:
+    def positive(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+    if decode_size is None or positive(decode_size):
+        return
+    if isinstance(decode_size, (tuple, list)) and len(decode_size) == 2 and all(map(positive, decode_size)):
+        return
+    raise ValueError(f"`decode_size` must be a positive int (the short side) or (height, width), got {decode_size!r}.")
 
 
 class LMDBDatasetFolder(StoreDatasetFolder):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -38,7 +39,8 @@ def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
     when the name says otherwise). Existing files are never overwritten.
 
     Raises:
-        ValueError: a stored path is absolute or contains ``..`` (checked for all before writing any).
+        ValueError: a stored path is absolute or contains ``..`` (checked for all before writing any), or
+            a sample's bytes no longer match its CRC-32 (damaged after conversion; ``torchpack verify`` lists all).
         FileExistsError: a file to be written already exists.
     """
     index = load_store_index(root)
@@ -56,6 +58,8 @@ def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
             for row in range(start, stop):
                 data = bytes(reader.read(row - start, int(index.offsets[row]), int(index.lengths[row])))
                 rel = paths[row]
+                if zlib.crc32(data) != int(index.crc32[row]):
+                    raise ValueError(f"checksum mismatch for {rel} in {store_file}: damaged after conversion, not exported")
                 if index.encodings[index.encoding_codes[row]] == "raw":
                     shape = (int(index.heights[row]), int(index.widths[row]), int(index.channels[row]))
                     pixels = raw_pixels(data, *shape, compression)  # a grayscale sample stays one channel

@@ -2,7 +2,7 @@
 
 ``DatasetFolder`` calls ``loader(path)``. A store has no file per sample, so a loader gets a
 binary file object over the sample's bytes, with ``.name`` set to the stored relative path;
-``np.load``, ``torch.load``, ``soundfile.read``, ``PIL.Image.open`` and ``json.load`` all take
+``np.load``, ``torch.load`` (with ``weights_only=True``), ``soundfile.read``, ``PIL.Image.open`` and ``json.load`` all take
 one as they are. A loader that opens a path itself (``open(path)``, ``cv2.imread``) still works:
 when it fails on the file object and succeeds on a path, each sample is written to a temporary
 file and the loader is called with that path, and a warning says what it costs.
@@ -60,6 +60,18 @@ def _temporary_folder(size: int = 0) -> str:
     return tempfile.gettempdir()
 
 
+def _temporary_copy(data, suffix: str, folder: str):
+    """A named temporary file in ``folder`` holding ``data``; deleted when closed."""
+    copy = tempfile.NamedTemporaryFile(prefix="torchpack-", suffix=suffix, dir=folder)
+    try:
+        copy.write(data)
+        copy.flush()
+    except BaseException:
+        copy.close()
+        raise
+    return copy
+
+
 class LoaderCall:
     """Calls one dataset's loader on stored samples, in this process, as ``input`` says.
 
@@ -98,15 +110,11 @@ class LoaderCall:
         # still can, and the name stays within the file system's 255 bytes.
         suffix = "-" + os.path.basename(name)[-100:]
         try:
-            return self._call_with_file(data, suffix, _temporary_folder(len(data)))
+            copy = _temporary_copy(data, suffix, _temporary_folder(len(data)))
         except OSError:  # /dev/shm full, say: the disk's temporary folder
-            return self._call_with_file(data, suffix, tempfile.gettempdir())
-
-    def _call_with_file(self, data, suffix: str, folder: str) -> Any:
-        with tempfile.NamedTemporaryFile(prefix="torchpack-", suffix=suffix, dir=folder) as f:
-            f.write(data)
-            f.flush()
-            return self.loader(f.name)
+            copy = _temporary_copy(data, suffix, tempfile.gettempdir())
+        with copy:  # the loader's own errors are the sample's: it is called once
+            return self.loader(copy.name)
 
     def _warn_path_fallback(self, name: str, seconds: float) -> None:
         loader = getattr(self.loader, "__qualname__", repr(self.loader))

@@ -9,7 +9,7 @@ from typing import Callable
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension, make_dataset
 
-__all__ = ["ScannedTree", "check_selection", "scan_tree"]
+__all__ = ["ScannedTree", "check_selection", "name_suffix", "scan_tree"]
 
 #: Files a tree's listing left out that a header names one by one; beyond this, only their count
 #: and their suffixes.
@@ -35,7 +35,7 @@ class ScannedTree:
         """How many rejected files end in each lowercased suffix (``".txt"``; ``""`` for none)."""
         counts: dict[str, int] = {}
         for path in self.not_selected:
-            suffix = os.path.splitext(path.rsplit("/", 1)[-1].lower())[1]
+            suffix = name_suffix(path)
             counts[suffix] = counts.get(suffix, 0) + 1
         return counts
 
@@ -43,19 +43,40 @@ class ScannedTree:
         return len(self.paths)
 
 
-def check_selection(extensions: tuple[str, ...] | str | None, is_valid_file: Callable[[str], bool] | None) -> None:
-    """Refuse what ``DatasetFolder`` refuses: exactly one of ``extensions`` and ``is_valid_file``."""
+def name_suffix(path: str) -> str:
+    """The lowercased last suffix of a path's file name, dot included (``".npy"`` for ``".npy"`` too); ``""`` for none.
+
+    Not ``os.path.splitext``, which gives a name that starts with a dot no suffix: torchvision's
+    ``has_file_allowed_extension`` matches the name's end, so ``.npy`` is a ``.npy`` file to it.
+    """
+    name = path.rsplit("/", 1)[-1].lower()
+    dot = name.rfind(".")
+    return name[dot:] if dot >= 0 else ""
+
+
+def check_selection(
+    extensions: tuple[str, ...] | list[str] | str | None, is_valid_file: Callable[[str], bool] | None
+) -> tuple[str, ...] | None:
+    """Refuse what ``DatasetFolder`` refuses: exactly one of ``extensions`` and ``is_valid_file``.
+
+    Returns ``extensions`` as a tuple: torchvision also accepts a list, or one string.
+    """
     if (extensions is None) == (is_valid_file is None):
         # torchvision's own message, from make_dataset.
         raise ValueError("Both extensions and is_valid_file cannot be None or not None at the same time")
+    if isinstance(extensions, str):
+        return (extensions,)
+    return None if extensions is None else tuple(extensions)
 
 
 def scan_tree(
     root: str | os.PathLike,
-    extensions: tuple[str, ...] | str | None = IMG_EXTENSIONS,
+    extensions: tuple[str, ...] | str | None = None,
     is_valid_file: Callable[[str], bool] | None = None,
 ) -> ScannedTree:
     """Scan ``root/<class>/**/<file>`` with torchvision's own ``find_classes`` and ``make_dataset``.
+
+    Files are selected by ``extensions`` or ``is_valid_file`` (neither: ImageFolder's ``IMG_EXTENSIONS``).
 
     Files in nested subfolders belong to their top-level class. Empty class folders stay
     in the class list, so a dataset can still apply ``allow_empty`` as DatasetFolder does.
@@ -73,9 +94,9 @@ def scan_tree(
         raise FileNotFoundError(f"Source folder {root} does not exist.")
     if not os.path.isdir(root):
         raise NotADirectoryError(f"Source {root} is not a folder.")
-    check_selection(extensions, is_valid_file)
-    if isinstance(extensions, str):
-        extensions = (extensions,)
+    if extensions is None and is_valid_file is None:
+        extensions = IMG_EXTENSIONS
+    extensions = check_selection(extensions, is_valid_file)
     rejected: list[str] = []
 
     def select(path: str) -> bool:
@@ -110,7 +131,7 @@ def scan_tree(
         targets,
         sizes,
         digest.hexdigest(),
-        None if extensions is None else tuple(extensions),
+        extensions,
         rule,
         sorted(_printable(_relative(p, root)) for p in rejected),
     )

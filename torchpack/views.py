@@ -21,7 +21,8 @@ class IntSequence(Sequence):
     """A read-only sequence of Python ints over a numpy array (what ``targets`` is)."""
 
     def __init__(self, values: np.ndarray) -> None:
-        self._values = values
+        self._values = values.view()
+        self._values.flags.writeable = False  # np.asarray(ds.targets) must not be a way to change them
 
     def __len__(self) -> int:
         return len(self._values)
@@ -36,7 +37,9 @@ class IntSequence(Sequence):
             yield from self._values[start : start + 65536].tolist()
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self._values if dtype is None else self._values.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != self._values.dtype:
+            return self._values.astype(dtype)
+        return self._values.copy() if copy else self._values  # np.array copies; np.asarray gets a read-only view
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence):
