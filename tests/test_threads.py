@@ -85,6 +85,19 @@ def test_resized_center_crop_is_the_evaluation_pipelines_geometry(kind, size):
     assert np.abs(fused_array[:2] - reference_array[:2]).mean() < 2
 
 
+def test_resized_center_crop_gives_channels_last_images_the_same_pixels_contiguous():
+    """torchpack's decoded tensors are HWC memory seen as CHW; the transform's faster route for them
+    must give what it gives a contiguous CHW image, as a contiguous tensor (batches stack those fastest)."""
+    hwc = np.random.default_rng(4).integers(0, 256, (181, 263, 3), dtype=np.uint8)
+    channels_last = torch.from_numpy(hwc).permute(2, 0, 1)
+    contiguous = channels_last.contiguous()
+    transform = torchpack.ResizedCenterCrop(64)
+    fast, reference = transform(channels_last), transform(contiguous)
+    assert fast.is_contiguous() and torch.equal(fast, reference)
+    batch = torch.from_numpy(np.stack([hwc, hwc[::-1].copy()])).permute(0, 3, 1, 2)
+    assert torch.equal(transform(batch), transform(batch.contiguous())) and transform(batch).is_contiguous()
+
+
 def test_resized_center_crop_refuses_bad_arguments_and_pickles():
     with pytest.raises(ValueError, match="`ratio` in"):
         torchpack.ResizedCenterCrop(224, 1.5)
