@@ -51,9 +51,11 @@ class ConvertResult:
 
     @property
     def images_per_second(self) -> float:
+        """Files processed (stored or reported bad) per second of this run, resumed ones not counted."""
         return (self.num_samples + len(self.bad_files) - self.resumed_from) / max(self.seconds, 1e-9)
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-ready data (what ``torchpack convert --json`` prints)."""
         return {**asdict(self), "images_per_second": self.images_per_second}
 
 

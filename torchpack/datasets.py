@@ -635,6 +635,7 @@ class StoreDatasetFolder(DatasetFolder):
         return self._index.headers[0]
 
     def extra_repr(self) -> str:
+        """The store, storage, decode and error policy, for ``repr`` in torchvision's style."""
         lines = [f"Store: {self._index.backend}, {len(self._index.files)} file(s), {len(self.classes)} classes"]
         lines.append(f"Storage: {self.header['storage']['mode']}")
         if self._decodes_images():

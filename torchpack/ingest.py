@@ -81,6 +81,7 @@ class Ingested:
 
     @property
     def ok(self) -> bool:
+        """Whether the file passed its check and is to be stored."""
         return not self.error_type
 
 

@@ -55,9 +55,11 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """Whether verification found nothing wrong."""
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data (what ``torchpack verify --json`` prints)."""
         return {"ok": self.ok, "files": self.files, "checked": self.checked, "problems": self.problems}
 
 
