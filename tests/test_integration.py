@@ -60,7 +60,8 @@ def test_v2_transforms_on_tensor_output_match_imagefolder(backend, small_tree, s
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_random_v2_pipeline_on_tensors_through_worker_processes(backend, small_stores):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_random_v2_pipeline_on_tensors_through_worker_processes(backend, threads, small_stores):
     tf = v2.Compose(
         [
             v2.RandomResizedCrop(32, antialias=True),
@@ -69,7 +70,7 @@ def test_random_v2_pipeline_on_tensors_through_worker_processes(backend, small_s
             v2.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
         ]
     )
-    dataset = wrap_dataset_for_transforms_v2(dataset_class(backend)(small_stores[backend], decode="tensor", transform=tf))
+    dataset = wrap_dataset_for_transforms_v2(dataset_class(backend)(small_stores[backend], decode="tensor", transform=tf, threads=threads))
     loader = DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=torchpack.SkipBadCollate())
     batches = list(loader)
     images = torch.cat([images for images, _ in batches])

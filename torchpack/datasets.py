@@ -431,6 +431,10 @@ class StoreDatasetFolder(DatasetFolder):
 
     def __getitems__(self, indices: list[int]) -> list[Any] | StackedBatch:
         """A whole DataLoader batch in one call: one gather for same-size raw samples, else each in turn."""
+        if type(self).__getitem__ is not StoreDatasetFolder.__getitem__:
+            # A subclass decides what an item is (torchvision's wrap_dataset_for_transforms_v2 makes
+            # one, with its own transforms): each item through its __getitem__.
+            return [self[i] for i in np.asarray(indices).tolist()]
         rows = self._rows_of(indices)
         shape = self._stack_shape(rows)
         if shape is not None:
