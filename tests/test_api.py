@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import pathlib
 import inspect
 import subprocess
 import sys
@@ -53,3 +55,18 @@ def test_importing_without_torch(module):
 
 def test_version_is_a_string():
     assert isinstance(torchpack.__version__, str) and torchpack.__version__.count(".") >= 1
+
+
+def test_all_the_lazy_table_and_the_type_checking_imports_agree():
+    """One list of public names: ``__all__``, the lazy import table and the imports type checkers read."""
+    source = pathlib.Path(torchpack.__file__).read_text()
+    type_checking = next(
+        node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.name: node.module for node in type_checking.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    assert imported == torchpack._EXPORTS
+    assert sorted(torchpack.__all__) == sorted([*torchpack._EXPORTS, "__version__"])
+    for name, module in torchpack._EXPORTS.items():
+        assert getattr(importlib.import_module(module), name) is getattr(torchpack, name)

@@ -25,7 +25,7 @@ from torchpack.backends import detect_backend, writer_class
 from torchpack.backends.hdf5 import DATA, HEADER, INDEX
 from torchpack.backends.lmdb import HEADER_KEY, INDEX_KEY
 from torchpack.format import INDEX_SCHEMA, InvalidStoreError, UnsupportedVersionError, encode_header
-from torchpack.workers import borrowed_reader
+from torchpack.handles import borrowed_reader
 
 
 def store_contents(path) -> tuple[dict, list[dict], list[bytes]]:
@@ -186,16 +186,17 @@ def test_failed_finish_leaves_nothing_and_resumes(backend, small_tree, tmp_path,
 
 _SLOW_CONVERT = """
 import importlib, sys, time
-converter = importlib.import_module("torchpack.converter")
+ingest_pool = importlib.import_module("torchpack.ingest_pool")
 
-real = converter.ingest_files
+real = ingest_pool.ingest_files
 
 def slow(paths, options):
     time.sleep(0.5)
     return real(paths, options)
 
-converter.ingest_files = slow
-converter.convert(sys.argv[1], sys.argv[2], workers=0, commit_every=2)
+ingest_pool.ingest_files = slow
+import torchpack
+torchpack.convert(sys.argv[1], sys.argv[2], workers=0, commit_every=2)
 print("finished")
 """
 

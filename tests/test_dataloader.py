@@ -23,9 +23,9 @@ CROP = 16
 
 def record_worker(folder: str, worker_id: int) -> None:
     """A user's own worker init: appends its pid and the store handles this process had opened when it ran."""
-    from torchpack import workers
+    from torchpack import handles
 
-    opened = sorted(path for path, _ in workers._readers) if workers._readers_pid == os.getpid() else []
+    opened = sorted(path for path, _ in handles._readers)  # a forked worker starts with none of its parent's
     with open(os.path.join(folder, f"worker{worker_id}.jsonl"), "a") as f:
         f.write(json.dumps({"pid": os.getpid(), "open": opened}) + "\n")
 

@@ -17,12 +17,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import torchpack
-import torchpack.datasets
+import torchpack.integrity
+import torchpack.raw_batch
 from conftest import BACKENDS, EXTENSION, damage_sample, dataset_class, photo_like, save
 
 
 class CountingZlib:
-    """Stands in for the datasets module's ``zlib``, counting CRC-32 computations."""
+    """Stands in for ``zlib`` in the modules that check CRC-32s, counting the computations."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -35,7 +36,8 @@ class CountingZlib:
 @pytest.fixture
 def crc_calls(monkeypatch) -> CountingZlib:
     counter = CountingZlib()
-    monkeypatch.setattr(torchpack.datasets, "zlib", counter)
+    monkeypatch.setattr(torchpack.integrity, "zlib", counter)
+    monkeypatch.setattr(torchpack.raw_batch, "zlib", counter)
     return counter
 
 

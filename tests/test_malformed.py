@@ -239,8 +239,10 @@ def test_hdf5_file_without_torchpack_datasets(tmp_path):
         f.create_dataset("torchpack/header", data=np.frombuffer(b"{}", np.uint8))
     with pytest.raises(InvalidStoreError, match="without the dataset /torchpack/index"):
         torchpack.HDF5ImageFolder(path)
-    with pytest.raises(InvalidStoreError, match="is an HDF5 store"):
+    # Not "open it with HDF5ImageFolder", which would then say it is not a store (issue 18).
+    with pytest.raises(InvalidStoreError, match="is an HDF5 file, not an LMDB store, and not a torchpack store") as raised:
         torchpack.LMDBImageFolder(path)
+    assert "HDF5ImageFolder" not in str(raised.value)
 
 
 def test_lmdb_file_without_torchpack_keys(tmp_path):

@@ -180,6 +180,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from torchpack import __version__
+    from torchpack.backends import backend_names
 
     parser = argparse.ArgumentParser(
         prog="torchpack",
@@ -192,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("convert", help="convert an ImageFolder or DatasetFolder tree to a store", description="Convert a tree (SRC/<class>/**/<file>) into one store file, or shards of one: its images (ImageFolder's extensions), or the files --extensions names.")
     p.add_argument("src", help="root of the tree")
     p.add_argument("dst", help="store to write: .lmdb, or .h5/.hdf5")
-    p.add_argument("--backend", choices=("lmdb", "hdf5"), help="backend, when DST's extension does not say")
+    p.add_argument("--backend", choices=backend_names(), help="backend, when DST's extension does not say")
     p.add_argument("--extensions", help="convert the files with these extensions, as DatasetFolder lists them (e.g. .wav,.flac; default: ImageFolder's image extensions)")
     p.add_argument("--workers", type=int, default=None, help="reader processes (default: one per CPU; 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from torchpack.decode import raw_pixels
 from torchpack.store import StoreRoot, load_store_index
-from torchpack.workers import borrowed_reader
+from torchpack.handles import borrowed_reader
 
 __all__ = ["export_store", "safe_relative_path"]
 

@@ -14,7 +14,7 @@ from torchpack.decode import decode_array
 from torchpack.ingest import is_image
 from torchpack.format import InvalidStoreError
 from torchpack.store import StoreRoot, load_store_index
-from torchpack.workers import borrowed_reader
+from torchpack.handles import borrowed_reader
 
 __all__ = ["VerifyReport", "store_info", "verify_store"]
 

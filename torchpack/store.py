@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass, field
@@ -10,13 +11,13 @@ from typing import Any, Sequence, Union
 import numpy as np
 import pyarrow as pa
 
+from torchpack.backends import store_extensions
 from torchpack.format import InvalidStoreError, column_array
-from torchpack.workers import FileIdentity, borrowed_reader, file_identity
+from torchpack.handles import FileIdentity, borrowed_reader, file_identity
 
 __all__ = ["StoreIndex", "StoreRoot", "load_store_index", "resolve_store_files"]
 
 StoreRoot = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
-_STORE_EXTENSIONS = (".lmdb", ".mdb", ".h5", ".hdf5", ".hdf")
 
 
 def resolve_store_files(root: StoreRoot) -> list[str]:
@@ -28,13 +29,14 @@ def resolve_store_files(root: StoreRoot) -> list[str]:
     if isinstance(root, (str, os.PathLike)):
         root = os.fspath(root)
         if os.path.isdir(root):
+            extensions = store_extensions()
             files = sorted(
                 os.path.join(root, name)
                 for name in os.listdir(root)
-                if name.lower().endswith(_STORE_EXTENSIONS) and os.path.isfile(os.path.join(root, name))
+                if name.lower().endswith(extensions) and os.path.isfile(os.path.join(root, name))
             )
             if not files:
-                raise FileNotFoundError(f"No store files ({', '.join(_STORE_EXTENSIONS)}) in the folder {root}.")
+                raise FileNotFoundError(f"No store files ({', '.join(extensions)}) in the folder {root}.")
             return files
         if glob.has_magic(root):
             files = sorted(glob.glob(root))
@@ -42,6 +44,10 @@ def resolve_store_files(root: StoreRoot) -> list[str]:
                 raise FileNotFoundError(f"No store files match {root!r}.")
             return files
         if not os.path.exists(root):
+            if root.endswith(("/", os.sep)) and os.path.isfile(root.rstrip("/" + os.sep)):
+                raise FileNotFoundError(
+                    f"No folder at {root}: {root.rstrip('/' + os.sep)} is a store file; pass it without the trailing slash."
+                )
             raise FileNotFoundError(f"No torchpack store at {root}.")
         return [root]
     files = [os.fspath(p) for p in root]
@@ -82,6 +88,41 @@ class StoreIndex:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def prefix(self) -> str:
+        """What sample paths are joined to: the store file, or the folder of a sharded store's files."""
+        return self.files[0] if len(self.files) == 1 else os.path.dirname(self.files[0])
+
+    @functools.cached_property
+    def compressions(self) -> list[str | None]:
+        """Each shard's compression of raw samples (``"lz4"``, ``"none"``, or None for other storage)."""
+        return [header["storage"].get("raw_compression") for header in self.headers]
+
+    @functools.cached_property
+    def all_raw(self) -> bool:
+        """Whether every sample is raw pixels, in one file (the whole-batch read paths need both)."""
+        return self.encodings == ["raw"] and len(self.files) == 1
+
+    @functools.cached_property
+    def uniform_raw_shape(self) -> tuple[int, int, int] | None:
+        """``(height, width, channels)`` shared by every sample, when all are raw in one file (else None)."""
+        if not self.all_raw or not len(self):
+            return None
+        shape = []
+        for values in (self.heights, self.widths, self.channels):
+            if values.min() != values.max():
+                return None
+            shape.append(int(values[0]))
+        return tuple(shape)
+
+    def raw_shape(self, row: int) -> tuple[int, int, int]:
+        """``(height, width, channels)`` of a raw sample as stored."""
+        return int(self.heights[row]), int(self.widths[row]), int(self.channels[row])
+
+    def path(self, row: int) -> str:
+        """The sample's path relative to the converted tree's root."""
+        return self.paths[row].as_py()
 
     def locate(self, row: int) -> tuple[int, int]:
         """(shard number, row within that shard) of a global row."""

@@ -1,22 +1,29 @@
-"""The two interfaces every backend implements: a reader of stored samples and a writer of a store."""
+"""What a backend is: a reader of stored samples, a writer of a store, and how its files are recognised."""
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["StoreReader", "StoreWriter"]
+__all__ = ["Backend", "StoreReader", "StoreWriter"]
 
 
 class StoreReader(abc.ABC):
-    """Read access to one store file, opened in and used by one process only."""
+    """Read access to one store file, opened in and used by one process only.
+
+    Args:
+        path: the store file.
+        readahead: a hint that reads will be sequential (True) or random over a store larger
+            than RAM (False); a backend that cannot act on it ignores it.
+    """
 
     backend: str
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, readahead: bool = True) -> None:
         self.path = path
 
     @abc.abstractmethod
@@ -39,6 +46,13 @@ class StoreReader(abc.ABC):
         """All samples' bytes as one zero-copy view, where the backend keeps them contiguous (else None)."""
         return None
 
+    def after_fork(self) -> None:
+        """Called in a forked child on a reader its parent opened; the child never uses it again.
+
+        The default leaves it alone (and the child keeps it referenced, so it is never closed
+        there): closing some libraries' handles in a child touches state shared with the parent.
+        """
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the file; the reader cannot be used afterwards."""
@@ -55,7 +69,7 @@ class StoreWriter(abc.ABC):
 
     The converter keeps the journal of what was committed; a writer only has to make the
     samples it was given durable in :meth:`commit` and drop anything past a committed
-    point in :meth:`truncate`.
+    point in :meth:`truncate`. Options a backend does not know (another backend's) are ignored.
     """
 
     backend: str
@@ -81,3 +95,25 @@ class StoreWriter(abc.ABC):
 
     def abort(self) -> None:
         """Close without finishing, keeping what was committed."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One storage backend, as the registry in :mod:`torchpack.backends` knows it.
+
+    Attributes:
+        name: the name users pass as ``backend=`` (``"lmdb"``).
+        label: how people write it (``"LMDB"``), for messages.
+        extensions: the file extensions that name this backend, lowercased, with the dot.
+        reader: the :class:`StoreReader` class.
+        writer: the :class:`StoreWriter` class.
+        sniff: whether a file that starts with these bytes (its first 4 KiB, or fewer if the
+            file is shorter) is one of this backend's files, whatever its name.
+    """
+
+    name: str
+    label: str
+    extensions: tuple[str, ...]
+    reader: type[StoreReader]
+    writer: type[StoreWriter]
+    sniff: Callable[[bytes], bool]

@@ -21,10 +21,10 @@ import h5py
 import numpy as np
 import pyarrow as pa
 
-from torchpack.backends.base import StoreReader, StoreWriter
+from torchpack.backends.base import Backend, StoreReader, StoreWriter
 from torchpack.format import InvalidStoreError, decode_header, decode_index
 
-__all__ = ["DATA", "HEADER", "INDEX", "HDF5Reader", "HDF5Writer"]
+__all__ = ["BACKEND", "DATA", "HEADER", "INDEX", "HDF5Reader", "HDF5Writer"]
 
 HEADER = "torchpack/header"
 INDEX = "torchpack/index"
@@ -58,8 +58,9 @@ class HDF5Reader(StoreReader):
 
     backend = "hdf5"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, readahead: bool = True) -> None:
         super().__init__(path)
+        self._readahead = readahead
         self._file: h5py.File | None = None
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
@@ -101,6 +102,8 @@ class HDF5Reader(StoreReader):
                 )
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if not self._readahead and hasattr(mmap, "MADV_RANDOM"):
+                self._map.madvise(mmap.MADV_RANDOM)  # random reads over a store larger than RAM
             self._view = memoryview(self._map)[offset : offset + self.data_size]
         elif self.data_size:
             # Chunked or compressed (say, after h5repack): correct, but every read goes through HDF5.
@@ -204,3 +207,21 @@ class HDF5Writer(StoreWriter):
     def abort(self) -> None:
         self._pending.clear()
         self._data.close()
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_file(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is an HDF5 file (its signature at byte 0)."""
+    return head.startswith(_SIGNATURE)
+
+
+BACKEND = Backend(
+    name="hdf5",
+    label="HDF5",
+    extensions=(".h5", ".hdf5", ".hdf"),
+    reader=HDF5Reader,
+    writer=HDF5Writer,
+    sniff=is_hdf5_file,
+)

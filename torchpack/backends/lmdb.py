@@ -15,10 +15,10 @@ import lmdb
 import numpy as np
 import pyarrow as pa
 
-from torchpack.backends.base import StoreReader, StoreWriter
+from torchpack.backends.base import Backend, StoreReader, StoreWriter
 from torchpack.format import InvalidStoreError, decode_header, decode_index, sample_key
 
-__all__ = ["HEADER_KEY", "INDEX_KEY", "LMDBReader", "LMDBWriter", "check_lmdb_file"]
+__all__ = ["BACKEND", "HEADER_KEY", "INDEX_KEY", "LMDBReader", "LMDBWriter", "check_lmdb_file"]
 
 HEADER_KEY = b"__torchpack__/header"
 INDEX_KEY = b"__torchpack__/index"
@@ -82,7 +82,7 @@ class LMDBReader(StoreReader):
 
     backend = "lmdb"
 
-    def __init__(self, path: str, readahead: bool = True) -> None:
+    def __init__(self, path: str, *, readahead: bool = True) -> None:
         super().__init__(path)
         check_lmdb_file(path)
         try:
@@ -139,6 +139,12 @@ class LMDBReader(StoreReader):
                 raise InvalidStoreError(f"{self.path}: sample {row} is missing or has the wrong length.")
         return values
 
+    def after_fork(self) -> None:
+        # py-lmdb refuses to open a file that an inherited environment still holds ("already
+        # open in this process"), so the child closes its copy. The reader is read-only with
+        # lock=False (no shared lock table): closing only unmaps this process's copy of the file.
+        self.close()
+
     def close(self) -> None:
         if self._env is not None:
             self._txn.abort()
@@ -151,7 +157,7 @@ class LMDBWriter(StoreWriter):
 
     backend = "lmdb"
 
-    def __init__(self, staging_dir: str, initial_map_size: int = 1 << 30) -> None:
+    def __init__(self, staging_dir: str, initial_map_size: int = 1 << 30, **options: Any) -> None:
         super().__init__(staging_dir)
         self.path = os.path.join(staging_dir, STAGED_NAME)
         self._map_size = max(initial_map_size, 1 << 16)
@@ -235,3 +241,18 @@ class LMDBWriter(StoreWriter):
     def abort(self) -> None:
         self._pending.clear()
         self._env.close()
+
+
+def is_lmdb_file(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is an LMDB data file (its first meta page's magic)."""
+    return len(head) >= _PAGE_HEADER + 8 and int.from_bytes(head[_PAGE_HEADER : _PAGE_HEADER + 4], "little") == _META_MAGIC
+
+
+BACKEND = Backend(
+    name="lmdb",
+    label="LMDB",
+    extensions=(".lmdb", ".mdb"),
+    reader=LMDBReader,
+    writer=LMDBWriter,
+    sniff=is_lmdb_file,
+)

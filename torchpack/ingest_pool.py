@@ -1,0 +1,70 @@
+"""The converter's worker processes: they read and check chunks of files, and results come back in order."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from torchpack.ingest import IngestOptions, Ingested, ingest_files
+
+__all__ = ["IngestPool"]
+
+
+class IngestPool:
+    """Runs :func:`torchpack.ingest.ingest_files` on chunks of files in ``workers`` processes (0: inline).
+
+    A context manager: the processes start (with their imports) on entry, so they warm up while
+    the caller scans the tree.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> IngestPool:
+        if self.workers > 0:
+            # forkserver, not fork: the caller may be a training script with threads and CUDA.
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            for _ in range(self.workers):  # start the workers (and their imports) now, not on the first chunk
+                self._executor.submit(ingest_files, [], IngestOptions())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, chunks: Iterator[list[str]], options: IngestOptions) -> Iterator[list[Ingested]]:
+        """Each chunk's results, in the chunks' order, with a few chunks in flight per worker."""
+        if self._executor is None:
+            for chunk in chunks:
+                yield ingest_files(chunk, options)
+            return
+        window: collections.deque[tuple[Future, list[str]]] = collections.deque()
+        for chunk in chunks:
+            try:
+                window.append((self._executor.submit(ingest_files, chunk, options), chunk))
+            except BrokenProcessPool as exc:  # a worker died before its chunk's result was asked for
+                raise _worker_died(window[0][1] if window else chunk) from exc
+            if len(window) >= 4 * self.workers:
+                yield self._result(*window.popleft())
+        while window:
+            yield self._result(*window.popleft())
+
+    @staticmethod
+    def _result(future: Future, chunk: list[str]) -> list[Ingested]:
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            raise _worker_died(chunk) from exc
+
+
+def _worker_died(chunk: list[str]) -> RuntimeError:
+    return RuntimeError(
+        f"A converter worker process died (killed, or out of memory) while reading {chunk[0]} "
+        f"or the files after it. The work committed so far is kept: "
+        "run again with resume=True (--resume), with fewer workers if memory is short."
+    )
