@@ -27,6 +27,17 @@ def save(image: Image.Image, path: str, **kwargs) -> None:
     image.save(path, **kwargs)
 
 
+def store_contents(path) -> tuple[dict, list[dict], list[bytes]]:
+    """A store's header, index rows and every sample's stored bytes."""
+    from torchpack.handles import borrowed_reader
+
+    with borrowed_reader(os.fspath(path)) as reader:
+        header = reader.read_header()
+        rows = reader.read_index(header).to_pylist()
+        data = [bytes(reader.read(i, row["offset"], row["length"])) for i, row in enumerate(rows)]
+    return header, rows, data
+
+
 def damage_sample(store: str, data: bytes) -> None:
     """Flip one byte in the middle of a sample's stored bytes, in the store file.
 

@@ -415,7 +415,9 @@ def test_replace_returns_the_next_valid_sample(backend, unchecked, expected_bad)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_replace_gives_up_with_a_clear_error_when_nothing_loads(backend, unchecked):
-    dataset = dataset_class(backend)(unchecked[backend], transform=FailOnWidth(*range(100)), on_error="replace")
+    dataset = dataset_class(backend)(unchecked[backend], on_error="replace")
+    dataset[len(dataset) - 1]  # one good sample first: later transform failures are then the data's, not a bug
+    dataset.transform = FailOnWidth(*range(100))
     tried = len(dataset) - 1
     with pytest.raises(BadSampleError, match=rf"Sample 0 \(broken/bomb.png\) of .*unchecked.* could not be loaded, nor any of the {tried} "):
         dataset[0]

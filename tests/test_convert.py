@@ -20,21 +20,11 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 import torchpack
-from conftest import BACKENDS, EXTENSION, dataset_class, photo_like, save
+from conftest import BACKENDS, EXTENSION, dataset_class, photo_like, save, store_contents
 from torchpack.backends import detect_backend, writer_class
 from torchpack.backends.hdf5 import DATA, HEADER, INDEX
 from torchpack.backends.lmdb import HEADER_KEY, INDEX_KEY
 from torchpack.format import INDEX_SCHEMA, InvalidStoreError, UnsupportedVersionError, encode_header
-from torchpack.handles import borrowed_reader
-
-
-def store_contents(path) -> tuple[dict, list[dict], list[bytes]]:
-    """A store's header, index rows and every sample's stored bytes."""
-    with borrowed_reader(os.fspath(path)) as reader:
-        header = reader.read_header()
-        rows = reader.read_index(header).to_pylist()
-        data = [bytes(reader.read(i, row["offset"], row["length"])) for i, row in enumerate(rows)]
-    return header, rows, data
 
 
 def tree_files(root) -> dict[str, bytes]:

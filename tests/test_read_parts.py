@@ -14,7 +14,7 @@ from PIL import Image
 
 import torchpack
 from conftest import BACKENDS, EXTENSION, save
-from torchpack.bad_samples import SAME_ERROR_LIMIT, BadSamplePolicy
+from torchpack.bad_samples import SAME_ERROR_LIMIT, BadSamplePolicy, TransformFailed
 from torchpack.errors import BadSample, BadSampleError
 from torchpack.handles import ShardHandles
 from torchpack.image_decode import ImageDecode
@@ -85,16 +85,16 @@ def test_bad_sample_policy():
 def test_a_transform_that_fails_on_every_sample_is_a_bug_not_bad_data():
     policy = BadSamplePolicy("skip", "demo.lmdb")
     for i in range(SAME_ERROR_LIMIT - 1):
-        assert isinstance(policy.bad_sample(i, f"c/{i}.jpg", TypeError("not callable"), 99, None, in_transform=True), BadSample)
+        assert isinstance(policy.bad_sample(i, f"c/{i}.jpg", TransformFailed(TypeError("not callable")), 99, None), BadSample)
     with pytest.raises(BadSampleError, match=r"transforms failed with TypeError on each of the first 3 samples"):
-        policy.bad_sample(9, "c/9.jpg", TypeError("not callable"), 99, None, in_transform=True)
+        policy.bad_sample(9, "c/9.jpg", TransformFailed(TypeError("not callable")), 99, None)
     data_errors = BadSamplePolicy("skip", "demo.lmdb")  # bad data: any number, never raised
     for i in range(3 * SAME_ERROR_LIMIT):
         data_errors.bad_sample(i, f"c/{i}.jpg", OSError("truncated"), 99, None)
     after_good = BadSamplePolicy("skip", "demo.lmdb")
     after_good.seen_good = True  # a sample already worked: the transforms run, so failures are the data's
     for i in range(3 * SAME_ERROR_LIMIT):
-        after_good.bad_sample(i, f"c/{i}.jpg", ValueError("too small"), 99, None, in_transform=True)
+        after_good.bad_sample(i, f"c/{i}.jpg", TransformFailed(ValueError("too small")), 99, None)
 
 
 def _child_handles(handles: ShardHandles, length: int, queue) -> None:

@@ -16,6 +16,8 @@ _EXPORTS = {
     "BadSample": "torchpack.errors",
     "BadSampleError": "torchpack.errors",
     "BlockShuffleSampler": "torchpack.samplers",
+    "ConversionInProgressError": "torchpack.staging",
+    "ConversionInterrupted": "torchpack.interrupts",
     "ConvertResult": "torchpack.converter",
     "HDF5DatasetFolder": "torchpack.datasets",
     "HDF5ImageFolder": "torchpack.datasets",
@@ -57,8 +59,10 @@ if TYPE_CHECKING:
     from torchpack.export import export_store
     from torchpack.format import InvalidStoreError, UnsupportedVersionError
     from torchpack.inspection import store_info, verify_store
+    from torchpack.interrupts import ConversionInterrupted
     from torchpack.loaders import SampleFile, from_tensor_decoder
     from torchpack.samplers import ArrayBatchSampler, BlockShuffleSampler
+    from torchpack.staging import ConversionInProgressError
     from torchpack.transforms import ResizedCenterCrop
     from torchpack.workers import worker_init_fn
 

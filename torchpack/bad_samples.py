@@ -16,7 +16,7 @@ from typing import Any, Callable
 from torchpack.errors import BadSample, BadSampleError
 from torchpack.process import after_fork_in_child, sending_to_new_process
 
-__all__ = ["ON_ERROR", "BadSamplePolicy"]
+__all__ = ["ON_ERROR", "BadSamplePolicy", "TransformFailed"]
 
 logger = logging.getLogger("torchpack")
 
@@ -33,6 +33,14 @@ _policies: weakref.WeakSet[BadSamplePolicy] = weakref.WeakSet()
 def _start_counting_again() -> None:
     for policy in list(_policies):
         policy.forget_reads()
+
+
+class TransformFailed(Exception):
+    """Raised by a dataset when a sample loaded and a transform raised ``cause``: a bug is told from bad data by it."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 def _shared_counter() -> Any:
@@ -67,18 +75,18 @@ class BadSamplePolicy:
         self._same_failures = 0
         self._last_failure: type | None = None
 
-    def bad_sample(
-        self, index: int, path: str, exc: Exception, size: int, load: Callable[[int], Any], in_transform: bool = False
-    ) -> Any:
+    def bad_sample(self, index: int, path: str, exc: Exception, size: int, load: Callable[[int], Any]) -> Any:
         """What dataset index ``index`` (stored at ``path``), which failed with ``exc``, gives instead.
 
-        ``load(i)`` loads dataset index ``i`` (for ``"replace"``); ``size`` is the dataset's length;
-        ``in_transform``: the sample loaded and a transform raised.
+        ``load(i)`` loads dataset index ``i`` (for ``"replace"``); ``size`` is the dataset's length.
+        A :class:`TransformFailed` (from ``exc`` or ``load``) counts towards the bug rule.
 
         Raises:
             BadSampleError: with ``"raise"``; with ``"replace"`` when no later sample loads either;
                 with any policy when the process's reads have all failed the same way (a bug).
         """
+        in_transform = isinstance(exc, TransformFailed)
+        exc = exc.cause if in_transform else exc
         if self.on_error == "raise":
             raise BadSampleError(
                 f"Sample {index} ({path}) of {self.store} could not be loaded: {type(exc).__name__}: {exc}"
@@ -93,6 +101,10 @@ class BadSamplePolicy:
         for step in range(1, tries + 1):
             try:
                 sample = load((index + step) % size)
+            except TransformFailed as failed:
+                self._refuse_repeated_failure((index + step) % size, path, failed.cause)
+                self._count_skipped()
+                continue
             except Exception:
                 self._count_skipped()
                 continue

@@ -1,7 +1,8 @@
 """The ``torchpack`` command: a thin layer over the Python API.
 
 Exit codes: 0 success; 1 an error (bad input, damaged store, failed write); 2 wrong usage;
-3 ``verify`` found damaged samples.
+3 ``verify`` found damaged samples; 128 + the signal's number when a signal stopped it
+(130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -248,9 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError, InvalidStoreError) as exc:
         print(f"torchpack: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("torchpack: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a conversion (ConversionInterrupted)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = "; the work committed so far is kept: run the same command with --resume to continue" if args.command == "convert" else ""
+        print(f"torchpack: stopped by {signal.Signals(signum).name}{kept}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

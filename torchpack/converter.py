@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from torchpack.convert_options import ConvertOptions
 from torchpack.format import FORMAT_VERSION
-from torchpack.ingest_pool import IngestPool
+from torchpack.ingest_pool import IngestPool, refuse_convert_in_worker_start
+from torchpack.interrupts import stop_signals_raise
 from torchpack.scan import scan_tree
 from torchpack.shard_conversion import ShardConversion
-from torchpack.shard_plan import plan_shards, shard_paths
+from torchpack.shard_plan import own_output, plan_shards, shard_paths
 
 __all__ = ["ConvertResult", "convert", "shard_paths"]
 
@@ -112,14 +113,22 @@ def convert(
     Returns:
         A :class:`ConvertResult`.
 
+    Files that cannot be read (a dangling symlink, an I/O error, a file removed after the
+    listing) are left out and reported like files that do not decode. The destination may be
+    inside the tree: the converter never lists its own output.
+
     Raises:
         FileNotFoundError: ``src`` is missing or has no class folder, or ``dst``'s folder is missing.
         FileExistsError: ``dst`` exists and ``overwrite`` is False, or an interrupted conversion
             is in the way and ``resume`` is False.
+        ConversionInProgressError: another process is converting into ``dst`` right now.
+        ConversionInterrupted: SIGTERM or SIGHUP stopped the conversion (as Ctrl-C's
+            ``KeyboardInterrupt`` does); the staged work is kept for ``resume``.
         ValueError: an argument is out of range, or (on resume) the tree or options changed.
         RuntimeError: a worker process died.
         OSError: writing failed (a full disk, say); the staged work is kept for ``resume``.
     """
+    refuse_convert_in_worker_start()
     started = time.perf_counter()
     dst = os.path.abspath(os.fspath(dst))
     options = ConvertOptions.from_arguments(
@@ -146,8 +155,8 @@ def convert(
         raise FileNotFoundError(f"The destination folder {os.path.dirname(dst)} does not exist.")
     if not os.path.isdir(src):
         scan_tree(src, options.extensions, options.is_valid_file)  # raises the error that names the source
-    with IngestPool(options.workers) as pool:  # its workers start up while the tree is scanned
-        tree = scan_tree(src, options.extensions, options.is_valid_file)
+    with stop_signals_raise(), IngestPool(options.workers) as pool:  # workers start while the tree is scanned
+        tree = scan_tree(src, options.extensions, options.is_valid_file, exclude=own_output(dst))
         shards = plan_shards(len(tree), dst, options.num_shards, options.shard_size, options.shard_index)
         for shard in shards:
             if os.path.exists(shard.path) and not options.overwrite:

@@ -23,6 +23,7 @@ import functools
 import io
 import logging
 import math
+import warnings
 from typing import Optional, Tuple, Union
 
 import lz4.block
@@ -35,6 +36,7 @@ __all__ = [
     "FAST_DECODER",
     "PILLOW_DECODER",
     "bytes_loader",
+    "check_pixel_limit",
     "decode_array",
     "decode_pil",
     "fast_decoder_agrees",
@@ -73,11 +75,38 @@ def jpeg_scale(height: int, width: int, size: DecodeSize) -> int:
     return 1
 
 
-def _simplejpeg_rgb(data, size: DecodeSize) -> Optional[np.ndarray]:
+def check_pixel_limit(width: int, height: int) -> None:
+    """Pillow's decompression-bomb check, as ``Image.open`` makes it, for images decoded without Pillow.
+
+    Reads ``PIL.Image.MAX_IMAGE_PIXELS`` at call time (users set it, and rely on it as a security
+    limit): over the limit, a ``DecompressionBombWarning``; over twice the limit, a
+    ``DecompressionBombError``. Same thresholds and messages as Pillow.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:
+        return
+    pixels = max(1, width) * max(1, height)
+    if pixels > 2 * limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {2 * limit} pixels, could be decompression bomb DOS attack."
+        )
+    if pixels > limit:
+        warnings.warn(
+            f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be decompression bomb DOS attack.",
+            Image.DecompressionBombWarning,
+        )
+
+
+def _simplejpeg_rgb(data, size: DecodeSize, limit_pixels: bool = True) -> Optional[np.ndarray]:
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in _FAST_COLORSPACES:
-            return None
+    except ValueError:
+        return None
+    if colorspace not in _FAST_COLORSPACES:
+        return None
+    if limit_pixels:
+        check_pixel_limit(width, height)  # from the header, before a single pixel is decoded
+    try:
         scale = jpeg_scale(height, width, size)
         if scale == 1:
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
@@ -128,7 +157,7 @@ def fast_decoder_agrees() -> bool:
     references.append(out.getvalue())
     references += [simplejpeg.encode_jpeg(rgb, 90, colorsubsampling=layout) for layout in ("440", "411")]
     for data in references:
-        fast = _simplejpeg_rgb(data, None)
+        fast = _simplejpeg_rgb(data, None, limit_pixels=False)
         try:
             agree = fast is not None and np.array_equal(fast, np.asarray(pillow_rgb(data)))
         except Exception:  # Pillow refusing even these (a tiny MAX_IMAGE_PIXELS, say): trust it alone
@@ -146,6 +175,7 @@ def fast_decoder_agrees() -> bool:
 
 def raw_pixels(data, height: int, width: int, channels: int, compression: Optional[str]) -> np.ndarray:
     """A raw sample's stored pixels as HWC uint8, with 1 or 3 channels (a view of ``data`` when uncompressed)."""
+    check_pixel_limit(width, height)
     nbytes = height * width * channels
     if compression == "lz4":
         data = lz4.block.decompress(data, uncompressed_size=nbytes, return_bytearray=True)  # writable: no copy later

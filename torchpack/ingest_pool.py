@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
 from torchpack.ingest import IngestOptions, Ingested, ingest_files
+from torchpack.interrupts import ignore_stop_signals
 
 __all__ = ["IngestPool"]
 
@@ -28,7 +31,9 @@ class IngestPool:
         if self.workers > 0:
             # forkserver, not fork: the caller may be a training script with threads and CUDA.
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(method), initializer=ignore_stop_signals
+            )
             for _ in range(self.workers):  # start the workers (and their imports) now, not on the first chunk
                 self._executor.submit(ingest_files, [], IngestOptions())
         return self
@@ -63,8 +68,43 @@ class IngestPool:
 
 
 def _worker_died(chunk: list[str]) -> RuntimeError:
+    script = unguarded_main_script()
+    if script is not None:
+        return RuntimeError(
+            f"The converter's worker processes could not start: {script} calls torchpack.convert() without an "
+            '`if __name__ == "__main__":` guard. Worker processes start by importing that script again (the '
+            "forkserver and spawn start methods), which runs the conversion again inside each of them. Put the "
+            "call under the guard, or pass workers=0."
+        )
     return RuntimeError(
         f"A converter worker process died (killed, or out of memory) while reading {chunk[0]} "
         f"or the files after it. The work committed so far is kept: "
         "run again with resume=True (--resume), with fewer workers if memory is short."
     )
+
+
+def unguarded_main_script() -> str | None:
+    """The running script's path, if it has no ``if __name__ == "__main__":`` guard (else None)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is None or not os.path.isfile(path):
+        return None  # an interactive session, python -c, or a frozen program
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            source = f.read()
+    except OSError:
+        return None
+    return None if "__name__" in source and "__main__" in source else path
+
+
+def refuse_convert_in_worker_start() -> None:
+    """Raise a clear error when a starting worker process (importing the user's script) calls ``convert()``.
+
+    Raises:
+        RuntimeError: this process is a worker importing the main script, which calls ``convert()``
+            at module level.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "torchpack.convert() was called while a worker process was starting: the script that calls it has no "
+            '`if __name__ == "__main__":` guard, and worker processes import it again. Put the call under the guard.'
+        )

@@ -73,6 +73,7 @@ def scan_tree(
     root: str | os.PathLike,
     extensions: tuple[str, ...] | str | None = None,
     is_valid_file: Callable[[str], bool] | None = None,
+    exclude: Callable[[str], bool] | None = None,
 ) -> ScannedTree:
     """Scan ``root/<class>/**/<file>`` with torchvision's own ``find_classes`` and ``make_dataset``.
 
@@ -81,7 +82,10 @@ def scan_tree(
     Files in nested subfolders belong to their top-level class. Empty class folders stay
     in the class list, so a dataset can still apply ``allow_empty`` as DatasetFolder does.
     The fingerprint covers every file's path, size and modification time, so a resumed
-    conversion can tell whether the tree changed.
+    conversion can tell whether the tree changed. A file that cannot be examined (a dangling
+    symlink, a file without permission) is listed all the same, as DatasetFolder lists it: it
+    fails when it is read. ``exclude(path)`` leaves out paths that are not the tree's (the
+    converter's own output, when it writes inside the tree), class folders included.
 
     Raises:
         FileNotFoundError: ``root`` does not exist, or has no class folder.
@@ -106,12 +110,20 @@ def scan_tree(
             rejected.append(path)
         return bool(accepted)
 
+    def listed(path: str) -> bool:
+        return not (exclude is not None and exclude(path)) and select(path)
+
     classes, class_to_idx = find_classes(root)
-    samples = make_dataset(root, class_to_idx, None, select, allow_empty=True)
+    if exclude is not None:
+        classes = [name for name in classes if not exclude(os.path.join(root, name))]
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {root}.")
+        class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples = make_dataset(root, class_to_idx, None, listed, allow_empty=True)
     digest = hashlib.sha256("\0".join(classes).encode())
     paths, targets, sizes = [], [], []
     for path, target in samples:
-        stat = os.stat(path)
+        stat = _stat(path)
         rel = _relative(path, root)
         if not _is_utf8(rel):
             raise ValueError(
@@ -135,6 +147,14 @@ def scan_tree(
         rule,
         sorted(_printable(_relative(p, root)) for p in rejected),
     )
+
+
+def _stat(path: str) -> os.stat_result:
+    """The file's status; an unreadable file's (dangling link, no permission) reads as empty: it fails at ingest."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.stat_result((0,) * 10)
 
 
 def _printable(name: str) -> str:

@@ -81,6 +81,8 @@ class ShardConversion:
         Returns the number of this shard's files an interrupted run already did.
         """
         self.progress = self.staging.open(self.plan, self.shard.start, self.options.resume)
+        if os.path.exists(self.shard.path) and not self.options.overwrite:  # finished by another process meanwhile
+            raise FileExistsError(f"{self.shard.path} already exists; pass overwrite=True (--overwrite) to replace it.")
         self.writer = writer_class(self.options.backend)(self.staging.folder, **self.options.writer_options)
         self.writer.truncate(len(self.progress.rows), self.progress.data_size)
         return self.progress.next_position - self.shard.start

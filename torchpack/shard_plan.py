@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from typing import Callable
 
-__all__ = ["ShardPlan", "plan_shards", "shard_paths"]
+__all__ = ["ShardPlan", "own_output", "plan_shards", "shard_paths"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,17 @@ def shard_paths(dst: str | os.PathLike, num_shards: int) -> list[str]:
         return [dst]
     stem, ext = os.path.splitext(dst)
     return [f"{stem}-{i:05d}-of-{num_shards:05d}{ext}" for i in range(num_shards)]
+
+
+def own_output(dst: str) -> Callable[[str], bool]:
+    """Whether a path is one a conversion into ``dst`` writes: the store, any of its shards, their staging folders.
+
+    A destination inside the source tree must not be read as part of the tree (its staging
+    folder would look like a class folder, and a resumed conversion like a changed tree).
+    """
+    stem, ext = os.path.splitext(os.path.abspath(dst))
+    pattern = re.compile(re.escape(stem) + r"(-\d{5}-of-\d{5})?" + re.escape(ext) + r"(\.partial.*)?", re.DOTALL)
+    return lambda path: pattern.fullmatch(os.path.abspath(path)) is not None
 
 
 def plan_shards(

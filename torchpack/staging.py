@@ -7,16 +7,23 @@ conversion can keep. A torn last line (a crash mid-write) is cut off.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-__all__ = ["Journal", "Progress", "Staging", "fsync_folder", "write_durably"]
+__all__ = ["ConversionInProgressError", "Journal", "Progress", "Staging", "fsync_folder", "write_durably"]
 
 _PLAN = "plan.json"
 _JOURNAL = "journal.jsonl"
+_LOCK = "lock"
+
+
+class ConversionInProgressError(FileExistsError):
+    """Another process is converting into the same destination right now (it holds the staging folder's lock)."""
 
 
 @dataclass
@@ -94,7 +101,12 @@ class Journal:
 
 
 class Staging:
-    """The staging folder of one shard file: ``<path>.partial/``.
+    """The staging folder of one shard file: ``<path>.partial/``, locked for as long as a conversion writes it.
+
+    The lock is an ``flock`` on ``<path>.partial/lock``, held from :meth:`open` to :meth:`publish`
+    or :meth:`close`; the kernel drops it when the process dies, however it dies. So a staging
+    folder whose lock is free is an interrupted conversion, and one whose lock is held is a live
+    one, which nothing else may join or delete.
 
     Args:
         path: the shard file the conversion will write.
@@ -104,33 +116,89 @@ class Staging:
         self.path = path
         self.folder = path + ".partial"
         self.journal = Journal(os.path.join(self.folder, _JOURNAL))
+        self._lock: int | None = None
 
     def open(self, plan: dict[str, Any], start: int, resume: bool) -> Progress:
-        """Start a new staging folder, or (with ``resume``) continue the one there.
+        """Start a new staging folder, or (with ``resume``) continue the one there; either way, hold its lock.
 
         Raises:
+            ConversionInProgressError: another process is writing this staging folder.
             FileExistsError: an interrupted conversion is staged and ``resume`` is False.
             ValueError: the staged conversion cannot be resumed with this plan.
         """
-        plan_path = os.path.join(self.folder, _PLAN)
-        if not os.path.exists(self.folder):
-            os.mkdir(self.folder)
-            write_durably(plan_path, json.dumps(plan, sort_keys=True).encode())
+        if not os.path.exists(self.folder) and self._create(plan):
             return Progress(start)
+        if not self._lock_existing():  # the folder went away meanwhile (its conversion finished): start again
+            return self.open(plan, start, resume)
         if not resume:
+            self.close()
             raise FileExistsError(
-                f"{self.folder} holds an interrupted conversion: pass resume=True (--resume) to continue it, "
-                "or delete that folder to start over."
+                f"{self.folder} holds an interrupted conversion (no process is writing it): pass resume=True "
+                "(--resume) to continue it, or delete that folder to start over."
             )
         try:
-            with open(plan_path, encoding="utf-8") as f:
+            with open(os.path.join(self.folder, _PLAN), encoding="utf-8") as f:
                 staged_plan = json.load(f)
         except (OSError, ValueError):
-            # Killed before the plan was durable: nothing was committed yet.
+            # A staging folder from before plans were written inside it first: nothing committed.
+            self.close()
             shutil.rmtree(self.folder)
             return self.open(plan, start, resume=False)
-        self._check_resumable(staged_plan, plan)
+        try:
+            self._check_resumable(staged_plan, plan)
+        except ValueError:
+            self.close()
+            raise
         return self.journal.replay(start)
+
+    def _create(self, plan: dict[str, Any]) -> bool:
+        """Make the staging folder, locked and with its plan, under a temporary name, then rename it into place.
+
+        Returns False when another process made it first.
+        """
+        for stale in glob.glob(glob.escape(self.folder) + ".tmp-*"):
+            _remove_if_unlocked(stale)  # left by a process killed while creating its folder
+        tmp = f"{self.folder}.tmp-{os.getpid()}"
+        os.mkdir(tmp)
+        lock = _acquire(os.path.join(tmp, _LOCK))
+        write_durably(os.path.join(tmp, _PLAN), json.dumps(plan, sort_keys=True).encode())
+        try:
+            os.rename(tmp, self.folder)
+        except OSError:  # someone else's folder is there now
+            os.close(lock)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        fsync_folder(os.path.dirname(self.folder))
+        self._lock = lock
+        return True
+
+    def _lock_existing(self) -> bool:
+        """Take the lock of the staging folder there; False if the folder is gone by the time it is held."""
+        path = os.path.join(self.folder, _LOCK)
+        try:
+            lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(lock, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(lock)
+            raise ConversionInProgressError(
+                f"Another conversion (pid {owner}) is writing {self.path} (its staging folder {self.folder} is "
+                "locked); wait for it to finish or stop it, then run again (with --resume to continue its work)."
+            ) from None
+        try:
+            still_there = os.stat(path).st_ino == os.fstat(lock).st_ino
+        except FileNotFoundError:
+            still_there = False
+        if not still_there:
+            os.close(lock)
+            return False
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, str(os.getpid()).encode(), 0)
+        self._lock = lock
+        return True
 
     def _check_resumable(self, staged: dict[str, Any], plan: dict[str, Any]) -> None:
         if staged.get("format_version") != plan["format_version"]:
@@ -154,9 +222,35 @@ class Staging:
         """Move the finished store file ``built`` (inside the folder) to the shard's path, then remove the folder."""
         os.replace(built, self.path)
         fsync_folder(os.path.dirname(self.path))
-        self.close()
+        self.journal.close()
         shutil.rmtree(self.folder)
+        self.close()
 
     def close(self) -> None:
-        """Close the journal (the folder stays, resumable)."""
+        """Close the journal and release the lock (the folder stays, resumable)."""
         self.journal.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _acquire(path: str) -> int:
+    """A new lock file at ``path``, locked by this process, naming its pid."""
+    lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(lock, str(os.getpid()).encode(), 0)
+    return lock
+
+
+def _remove_if_unlocked(folder: str) -> None:
+    try:
+        lock = os.open(os.path.join(folder, _LOCK), os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # its creator is alive
+    finally:
+        os.close(lock)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -17,7 +17,7 @@ from torchvision.datasets import DatasetFolder
 from torchvision.datasets.vision import VisionDataset
 
 from torchpack.backends import BackendMismatchError
-from torchpack.bad_samples import ON_ERROR, BadSamplePolicy
+from torchpack.bad_samples import ON_ERROR, BadSamplePolicy, TransformFailed
 from torchpack.batch import StackedBatch
 from torchpack.decode import DecodeSize
 from torchpack.handles import ShardHandles
@@ -34,13 +34,6 @@ from torchpack.views import IntSequence, SampleSequence
 __all__ = ["StoreDatasetFolder"]
 
 logger = logging.getLogger("torchpack")
-
-
-class _TransformFailed(Exception):
-    """A sample loaded and a transform raised ``cause`` (the bad-sample policy tells bugs from bad data by it)."""
-
-    def __init__(self, cause: Exception) -> None:
-        self.cause = cause
 
 
 class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
@@ -214,17 +207,15 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
             if self.target_transform is not None:
                 target = self.target_transform(target)
         except Exception as exc:
-            raise _TransformFailed(exc) from exc
+            raise TransformFailed(exc) from exc
         return sample, target
 
     def _load(self, row: int) -> tuple[Any, Any]:
         return self._finish(self._read(row), row)
 
     def _bad(self, index: int, row: int, exc: Exception) -> Any:
-        in_transform = isinstance(exc, _TransformFailed)
-        cause = exc.cause if in_transform else exc
         load = lambda i: self._load(self._selection.row(i))  # noqa: E731
-        return self._policy.bad_sample(index, self._index.path(row), cause, len(self), load, in_transform)
+        return self._policy.bad_sample(index, self._index.path(row), exc, len(self), load)
 
     def _load_or_bad(self, index: int, row: int) -> Any:
         try:
