@@ -311,6 +311,7 @@ READ_PATHS = [
     {"decode": "numpy"},
     {"decode": "tensor", "decode_size": 16},
     {"decode": "pil", "decode_size": 16},
+    {"decode": "tensor", "decode_crop": torchpack.RandomResizedCropDecode(16)},
 ]
 
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "InvalidStoreError": "torchpack.format",
     "LMDBDatasetFolder": "torchpack.datasets",
     "LMDBImageFolder": "torchpack.datasets",
+    "RandomResizedCropDecode": "torchpack.crop_decode",
     "ResizedCenterCrop": "torchpack.transforms",
     "SampleFile": "torchpack.loaders",
     "SkipBadCollate": "torchpack.collate",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from torchpack.batch import StackedBatch
     from torchpack.collate import SkipBadCollate
     from torchpack.converter import ConvertResult, convert
+    from torchpack.crop_decode import RandomResizedCropDecode
     from torchpack.datasets import (
         HDF5DatasetFolder,
         HDF5ImageFolder,

@@ -18,6 +18,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 
 from torchpack.batch import StackedBatch
+from torchpack.crop_decode import RandomResizedCropDecode
 from torchpack.decode import DecodeSize
 from torchpack.image_decode import ImageDecode
 from torchpack.store import StoreRoot
@@ -49,6 +50,8 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
         decode_size: decode JPEGs at the smallest of 1/2, 1/4, 1/8 scale that still covers this
             short side (int) or ``(height, width)``: much faster before ``Resize``/``RandomResizedCrop``,
             and other pixels than a full decode (libjpeg's DCT scaling).
+        decode_crop: a :class:`torchpack.RandomResizedCropDecode`: each image is its random resized
+            crop, decoded from the crop alone (the transforms then apply to the crop).
         loader_input, on_error, check_crc, readahead, threads: see :class:`StoreDatasetFolder`.
     """
 
@@ -63,6 +66,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
         *,
         decode: str = "pil",
         decode_size: DecodeSize = None,
+        decode_crop: RandomResizedCropDecode | None = None,
         loader_input: str = "auto",
         on_error: str = "raise",
         check_crc: bool = True,
@@ -82,7 +86,7 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
             check_crc=check_crc,
             readahead=readahead,
             threads=threads,
-            image_decode=ImageDecode(decode, decode_size),
+            image_decode=ImageDecode(decode, decode_size, decode_crop),
         )
         self.imgs = self.samples
 

@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchpack.decode import DecodeSize, decode_array, decode_pil, raw_rgb
+from PIL import Image
+
+from torchpack.crop_decode import RandomResizedCropDecode
+from torchpack.decode import PILLOW_DECODER, DecodeSize, decode_array, decode_pil, raw_rgb
 from torchpack.store import StoreIndex
 
 __all__ = ["DECODE_MODES", "ImageDecode", "array_to_tensor", "check_decode_size"]
@@ -41,24 +44,35 @@ def check_decode_size(decode_size: Any) -> None:
 
 
 class ImageDecode:
-    """A dataset's image decode: the output type (``mode``) and an optional scaled JPEG size (``size``).
+    """A dataset's image decode: the output type (``mode``), and a scaled JPEG size (``size``) or a fused crop.
 
     Args:
         mode: ``"pil"`` (RGB ``PIL.Image``, ImageFolder's output), ``"tensor"`` (CHW uint8
             tensor) or ``"numpy"`` (HWC uint8 array); the same pixels in each.
         size: decode JPEGs at the smallest of 1/2, 1/4, 1/8 scale that still covers this short
             side (int) or ``(height, width)``; None decodes at full size.
+        crop: a :class:`RandomResizedCropDecode`: return its random crop, decoding only that.
+
+    Raises:
+        ValueError: a bad mode or size, or both a size and a crop.
     """
 
-    def __init__(self, mode: str = "pil", size: DecodeSize = None) -> None:
+    def __init__(self, mode: str = "pil", size: DecodeSize = None, crop: RandomResizedCropDecode | None = None) -> None:
         if mode not in DECODE_MODES:
             raise ValueError(f"`decode` must be one of {DECODE_MODES}, got {mode!r}.")
         check_decode_size(size)
+        if crop is not None and not isinstance(crop, RandomResizedCropDecode):
+            raise TypeError(f"`decode_crop` must be a torchpack.RandomResizedCropDecode, got {crop!r}.")
+        if crop is not None and size is not None:
+            raise ValueError("Pass `decode_size` or `decode_crop`, not both: the crop picks its own DCT scale.")
         self.mode = mode
         self.size = size
+        self.crop = crop
 
     def __call__(self, data, index: StoreIndex, row: int) -> Any:
         """Index row ``row``'s image from its stored bytes ``data``."""
+        if self.crop is not None:
+            return self._cropped(data, index, row)
         if self.mode == "tensor" and index.all_raw:
             # Raw images, per item: one copy is all the work. Tiny ones into a contiguous CHW
             # array (default_collate stacks those fastest); larger ones into HWC, returned as a
@@ -78,9 +92,26 @@ class ImageDecode:
         pixels = decode_array(data, encoding, self.size, shape, compression, decoder)
         return array_to_tensor(pixels) if self.mode == "tensor" else pixels
 
+    def _cropped(self, data, index: StoreIndex, row: int) -> Any:
+        encoding = index.encodings[index.encoding_codes[row]]
+        decoder = index.decoders[index.decoder_codes[row]]
+        out = self.crop.jpeg(data) if encoding == "jpeg" and decoder != PILLOW_DECODER else None
+        if out is None:
+            if encoding == "raw":
+                shape, compression = index.raw_shape(row), index.compressions[index.locate(row)[0]]
+            else:
+                shape, compression = (0, 0, 0), None
+            out = self.crop.decoded(decode_array(data, encoding, None, shape, compression, decoder))
+        if self.mode == "tensor":
+            return out.contiguous()  # CHW, which batches stack fastest
+        pixels = out.permute(1, 2, 0).numpy()  # HWC, already contiguous (the tensor is channels-last)
+        return pixels if self.mode == "numpy" else Image.fromarray(pixels)
+
     def describe(self) -> str:
         """A short description, for a dataset's ``repr``."""
+        if self.crop is not None:
+            return f"{self.mode}, {self.crop!r}"
         return self.mode + (f", JPEG scaled to cover {self.size}" if self.size is not None else "")
 
     def __repr__(self) -> str:
-        return f"ImageDecode(mode={self.mode!r}, size={self.size!r})"
+        return f"ImageDecode(mode={self.mode!r}, size={self.size!r}, crop={self.crop!r})"

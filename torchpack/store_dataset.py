@@ -18,6 +18,7 @@ from torchvision.datasets.vision import VisionDataset
 
 from torchpack.backends import BackendMismatchError
 from torchpack.bad_samples import ON_ERROR, BadSamplePolicy, TransformFailed
+from torchpack.crop_decode import RandomResizedCropDecode
 from torchpack.batch import StackedBatch
 from torchpack.decode import DecodeSize
 from torchpack.handles import ShardHandles
@@ -65,7 +66,7 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
             threads, for loading in the training process on spare cores (transforms must be
             thread-safe; torchvision's are).
         image_decode: how torchvision's own image loaders are served (default: PIL images, exactly
-            ImageFolder's); :class:`StoreImageFolder` makes it from ``decode`` and ``decode_size``.
+            ImageFolder's); :class:`StoreImageFolder` makes it from ``decode``, ``decode_size`` and ``decode_crop``.
 
     Raises:
         FileNotFoundError: no store at ``root``, or a class has no sample and ``allow_empty`` is False.
@@ -141,6 +142,11 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
     def decode_size(self) -> DecodeSize:
         """The short side (or size) JPEGs are decoded to cover, or None for a full decode."""
         return self._image.size
+
+    @property
+    def decode_crop(self) -> RandomResizedCropDecode | None:
+        """The random resized crop fused with the decode, or None."""
+        return self._image.crop
 
     @property
     def header(self) -> dict[str, Any]:
@@ -249,7 +255,8 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
 
     def _stackable(self, rows: np.ndarray) -> tuple[int, int, int] | None:
         """The shape of one tensor that rows ``rows`` read as, when the output is untransformed raw pixels."""
-        plain = self._image.mode == "tensor" and self.transform is None and self.target_transform is None
+        plain = self._image.mode == "tensor" and self._image.crop is None
+        plain = plain and self.transform is None and self.target_transform is None
         if self._raw_batches is None or not plain or not self._decodes_images():
             return None
         return self._raw_batches.shape(rows)
