@@ -10,10 +10,8 @@ import os
 import uuid
 from typing import Any
 
-import pyarrow as pa
-
 from torchpack.backends.base import Backend, StoreReader, StoreWriter
-from torchpack.format import InvalidStoreError, decode_header, decode_index
+from torchpack.format import InvalidStoreError
 
 MAGIC = b"TORCHPACK-MEMORY\n"
 STORES: dict[str, dict[str, Any]] = {}
@@ -30,11 +28,11 @@ class MemoryReader(StoreReader):
             raise InvalidStoreError(f"{path}: its memory store {name!r} is not in this process.")
         self._store = STORES[name]
 
-    def read_header(self) -> dict[str, Any]:
-        return decode_header(self._store["header"], self.path)
+    def header_bytes(self) -> bytes:
+        return self._store["header"]
 
-    def read_index(self, header: dict[str, Any]) -> pa.Table:
-        return decode_index(self._store["index"], header, self.path)
+    def index_bytes(self) -> bytes:
+        return self._store["index"]
 
     def read(self, row: int, offset: int, length: int) -> bytes:
         data = self._store["samples"].get(row)

@@ -58,14 +58,13 @@ def test_the_region_decoder_refuses_what_libjpeg_warns_about():
         region_decoder().header(b"not a jpeg")
 
 
-def test_the_crop_is_drawn_by_torchvisions_own_get_params():
-    crop = RandomResizedCropDecode(224)
-    for seed in range(20):
-        torch.manual_seed(seed)
-        ours = crop.params(375, 500)
-        torch.manual_seed(seed)
-        theirs = RandomResizedCrop.get_params(torch.empty(3, 375, 500), crop.scale, crop.ratio)
-        assert ours == theirs
+def test_without_a_fitting_try_the_crop_is_torchvisions_central_one():
+    crop = RandomResizedCropDecode(8, scale=(0.9, 1.0))
+    for height, width in [(10, 1000), (1000, 10), (40, 50)]:  # far too wide, far too tall, in range
+        torch.manual_seed(0)
+        expected = RandomResizedCrop.get_params(torch.empty(3, height, width), (2.0, 3.0), crop.ratio)  # never fits
+        fallback = RandomResizedCropDecode(8, scale=(2.0, 3.0))
+        assert fallback.params(height, width) == expected
 
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,12 +106,13 @@ def crop_stores(tmp_path_factory) -> dict[str, str]:
     return {b: torchpack.convert(root / "tree", root / f"s{EXTENSION[b]}", workers=0).stores[0] for b in BACKENDS}
 
 
-def reference_crops(store: str, backend: str, seed: int) -> list[torch.Tensor]:
-    """v2.RandomResizedCrop(224, antialias=True) on each whole image (ImageFolder's pixels), drawn from ``seed``."""
-    plain = dataset_class(backend)(store, decode="tensor")
-    transform = v2.RandomResizedCrop(224, antialias=True)
-    torch.manual_seed(seed)
-    return [transform(plain[i][0]) for i in range(len(plain))]
+class Recorded(RandomResizedCropDecode):
+    """The crop decode, keeping the crop each draw gave (to apply torchvision's transform with the same crop)."""
+
+    def params(self, height: int, width: int) -> tuple[int, int, int, int]:
+        drawn = super().params(height, width)
+        self.drawn.append(drawn)
+        return drawn
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -120,22 +120,40 @@ def reference_crops(store: str, backend: str, seed: int) -> list[torch.Tensor]:
 def test_each_sample_is_torchvisions_crop_and_exact_where_no_dct_scale_applies(backend, region, crop_stores, monkeypatch):
     if not region:
         monkeypatch.setattr(crop_decode, "region_decoder", lambda: None)
-    crop = RandomResizedCropDecode(224)
+    crop = Recorded(224)
+    crop.drawn = []
     dataset = dataset_class(backend)(crop_stores[backend], decode="tensor", decode_crop=crop)
-    expected = reference_crops(crop_stores[backend], backend, seed=11)
-    torch.manual_seed(11)
-    got = [dataset[i][0] for i in range(len(dataset))]
-    torch.manual_seed(11)
-    sizes = [dataset_class(backend)(crop_stores[backend], decode="numpy")[i][0].shape for i in range(len(dataset))]
-    torch.manual_seed(11)
-    scales = [crop.dct_scale(*crop.params(h, w)[2:]) for h, w, _ in sizes]
-    assert 1 in scales and any(s > 1 for s in scales)  # both cases are shown
-    for image, reference, scale in zip(got, expected, scales):
+    plain = dataset_class(backend)(crop_stores[backend], decode="tensor")
+    scales = []
+    for i in range(len(dataset)):
+        image = dataset[i][0]
+        top, left, height, width = crop.drawn[-1]
+        scales.append(crop.dct_scale(height, width))
+        reference = v2.functional.resized_crop(plain[i][0], top, left, height, width, [224, 224], antialias=True)
         assert image.shape == (3, 224, 224) and image.is_contiguous()
-        if scale == 1:
+        if scales[-1] == 1:
             assert torch.equal(image, reference)
         else:  # libjpeg's DCT scaling: other pixels, the same picture
             assert (image.float() - reference.float()).abs().mean() < 6
+    assert 1 in scales and any(s > 1 for s in scales)  # both cases are shown
+
+
+def test_the_fused_flip_flips_half_the_crops(crop_stores):
+    crop = Recorded(64, flip=True)
+    crop.drawn = []
+    dataset = torchpack.HDF5ImageFolder(crop_stores["hdf5"], decode="tensor", decode_crop=crop)
+    plain = torchpack.HDF5ImageFolder(crop_stores["hdf5"], decode="tensor")
+    flipped = checked = 0
+    for _ in range(10):
+        for i in range(len(dataset)):
+            image = dataset[i][0].float()
+            top, left, height, width = crop.drawn[-1]
+            straight = v2.functional.resized_crop(plain[i][0], top, left, height, width, [64, 64], antialias=True).float()
+            distance, mirrored = (image - straight).abs().mean(), (image - straight.flip(-1)).abs().mean()
+            assert min(distance, mirrored) < 6  # the crop, straight or mirrored (DCT scaling aside)
+            flipped += bool(mirrored < distance)
+            checked += 1
+    assert 0.3 < flipped / checked < 0.7
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -169,13 +187,14 @@ def test_a_raw_store_is_cropped_too(tmp_path):
     for i in range(4):
         save(Image.fromarray(photo_like(rng, 50, 40)), str(tmp_path / f"tree/c/{i}.png"))
     store = torchpack.convert(tmp_path / "tree", tmp_path / "raw.h5", storage="raw", workers=0).stores[0]
-    dataset = torchpack.HDF5ImageFolder(store, decode="tensor", decode_crop=RandomResizedCropDecode(32))
-    torch.manual_seed(2)
-    got = [dataset[i][0] for i in range(4)]
+    crop = Recorded(32)
+    crop.drawn = []
+    dataset = torchpack.HDF5ImageFolder(store, decode="tensor", decode_crop=crop)
     plain = torchpack.HDF5ImageFolder(store, decode="tensor")
-    reference = v2.RandomResizedCrop(32, antialias=True)
-    torch.manual_seed(2)
-    assert all(torch.equal(image, reference(plain[i][0])) for i, image in enumerate(got))
+    for i in range(4):
+        image = dataset[i][0]
+        top, left, height, width = crop.drawn[-1]
+        assert torch.equal(image, v2.functional.resized_crop(plain[i][0], top, left, height, width, [32, 32], antialias=True))
 
 
 def test_bad_arguments_are_refused(small_stores):

@@ -201,3 +201,11 @@ def test_distributed_reading_recipe_runs_under_torchrun(backend, small_tree, tmp
     output = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), *args], tmp_path)
     # DistributedSampler gives each of the 2 ranks half of the 24 samples of the 3 shards.
     assert sorted(re.findall(r"^rank (\d)/2 epoch 0: (\d+) images$", output, re.M)) == [("0", "12"), ("1", "12")], output
+
+
+def test_preemptible_training_runs_as_is_on_the_example_tree(tmp_path):
+    """With no arguments: the example tree, 4 shards, 2 epochs; the SIGTERM resume is tested in test_stateful_loading.py."""
+    output = run_example("preemptible_training.py", "--workers", "0", cwd=tmp_path)
+    assert "epoch 0 done" in output and "epoch 1 done" in output
+    assert len((tmp_path / "checkpoint.pt.seen").read_text().splitlines()) == 2 * 72 // 4
+    assert sorted(p.name for p in (tmp_path / "preemptible-example").glob("*.lmdb")) == [f"train-0000{i}-of-00004.lmdb" for i in range(4)]

@@ -71,7 +71,7 @@ def test_a_later_minor_version_with_a_new_column_still_reads(backend, small_stor
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_new_stores_are_format_2_with_a_decoder_per_sample(backend, small_stores, tmp_path):
     store = shutil.copy(small_stores[backend], tmp_path)  # store_parts opens it outside the handle cache
-    assert torchpack.store_info(store)["format_version"] == FORMAT_VERSION == "2.0"
+    assert torchpack.store_info(store)["format_version"] == FORMAT_VERSION == "2.1"
     header, index, _ = store_parts(store)
     decoders = dict(zip(index.column("path").to_pylist(), index.column("decoder").to_pylist()))
     assert {d for p, d in decoders.items() if p.endswith(".jpg")} == {"simplejpeg"}

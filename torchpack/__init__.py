@@ -16,6 +16,7 @@ _EXPORTS = {
     "BadSample": "torchpack.errors",
     "BadSampleError": "torchpack.errors",
     "BlockShuffleSampler": "torchpack.samplers",
+    "CacheFullError": "torchpack.shard_cache",
     "ConversionInProgressError": "torchpack.staging",
     "ConversionInterrupted": "torchpack.interrupts",
     "ConvertResult": "torchpack.converter",
@@ -27,9 +28,12 @@ _EXPORTS = {
     "RandomResizedCropDecode": "torchpack.crop_decode",
     "ResizedCenterCrop": "torchpack.transforms",
     "SampleFile": "torchpack.loaders",
+    "ShardCache": "torchpack.shard_cache",
+    "ShardWindowSampler": "torchpack.shard_sampler",
     "SkipBadCollate": "torchpack.collate",
     "StackedBatch": "torchpack.batch",
     "StoreDatasetFolder": "torchpack.datasets",
+    "StoreChangedError": "torchpack.remote_shards",
     "StoreImageFolder": "torchpack.datasets",
     "UnsupportedVersionError": "torchpack.format",
     "bytes_loader": "torchpack.decode",
@@ -63,7 +67,10 @@ if TYPE_CHECKING:
     from torchpack.inspection import store_info, verify_store
     from torchpack.interrupts import ConversionInterrupted
     from torchpack.loaders import SampleFile, from_tensor_decoder
+    from torchpack.remote_shards import StoreChangedError
     from torchpack.samplers import ArrayBatchSampler, BlockShuffleSampler
+    from torchpack.shard_cache import CacheFullError, ShardCache
+    from torchpack.shard_sampler import ShardWindowSampler
     from torchpack.staging import ConversionInProgressError
     from torchpack.transforms import ResizedCenterCrop
     from torchpack.workers import worker_init_fn

@@ -53,6 +53,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         shard_index=args.shard_index,
         progress=not args.quiet and not args.json,
+        storage_options=_storage_options(args),
+        stage_dir=args.stage_dir,
+        shuffle=args.shuffle,
     )
     if args.json:
         _print_json(result.as_dict())
@@ -69,6 +72,26 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     )
     _print_bad_files(result.bad_files)
     return EXIT_OK
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--storage-option KEY=VALUE`` (repeated) as fsspec's ``storage_options``; a VALUE that is JSON is parsed."""
+    options: dict[str, Any] = {}
+    for item in args.storage_option or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option {item!r} is not KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000)")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options or None
+
+
+def _cache(args: argparse.Namespace) -> Any:
+    from torchpack.shard_cache import ShardCache
+
+    return ShardCache(args.cache_dir, args.cache_limit)
 
 
 def _extensions(listed: str | None) -> tuple[str, ...] | None:
@@ -91,7 +114,7 @@ def _print_bad_files(bad_files: list[dict[str, str]]) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from torchpack.inspection import store_info
 
-    info = store_info(args.store)
+    info = store_info(args.store, _storage_options(args), _cache(args))
     if args.json:
         _print_json(info)
         return EXIT_OK
@@ -115,7 +138,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from torchpack.inspection import verify_store
 
-    report = verify_store(args.store, decode=args.decode)
+    report = verify_store(args.store, decode=args.decode, storage_options=_storage_options(args), cache=_cache(args))
     if args.json:
         _print_json(report.as_dict())
     else:
@@ -130,7 +153,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from torchpack.export import export_store
 
-    count = export_store(args.store, args.out)
+    count = export_store(args.store, args.out, _storage_options(args), _cache(args))
     if args.json:
         _print_json({"written": count, "out": os.path.abspath(args.out)})
     else:
@@ -210,23 +233,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-index", type=int, help="write only this shard (one job of an array)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _remote_arguments(p, cache=False)
+    p.add_argument("--stage-dir", help="for a URL DST: the local folder shards are converted in before upload")
+    p.add_argument("--shuffle", type=int, metavar="SEED", help="store the samples in a random order (every shard then mixes every class), for ShardWindowSampler")
     p.set_defaults(run=_cmd_convert)
 
     p = commands.add_parser("info", help="describe a store", description="Show a store's header, classes with counts, sizes, storage and left-out files.")
-    p.add_argument("store", help="store file, or a folder/glob of shards")
+    p.add_argument("store", help="store file, or a folder/glob of shards, or a URL (s3://bucket/train/)")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    _remote_arguments(p)
     p.set_defaults(run=_cmd_info)
 
     p = commands.add_parser("verify", help="check a store's integrity", description="Check the header, the index and every sample's checksum (and with --decode, that every image decodes as a dataset would decode it). Exit code 3 if anything is damaged.")
-    p.add_argument("store", help="store file, or a folder/glob of shards")
+    p.add_argument("store", help="store file, or a folder/glob of shards, or a URL")
     p.add_argument("--decode", action="store_true", help="also decode every image, as the datasets do")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _remote_arguments(p)
     p.set_defaults(run=_cmd_verify)
 
     p = commands.add_parser("export", help="write a store back to an ImageFolder tree", description="Write every sample to OUT/<relative path>. Stored paths that are absolute or contain '..' are refused.")
-    p.add_argument("store", help="store file, or a folder/glob of shards")
+    p.add_argument("store", help="store file, or a folder/glob of shards, or a URL")
     p.add_argument("out", help="output folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _remote_arguments(p)
     p.set_defaults(run=_cmd_export)
 
     p = commands.add_parser("demo", help="run the built-in example end to end", description="Generate a small example tree, convert it to LMDB and HDF5, and read both through a multi-worker DataLoader.")
@@ -234,6 +263,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader and converter workers (default 2)")
     p.set_defaults(run=_cmd_demo)
     return parser
+
+
+def _remote_arguments(p: argparse.ArgumentParser, cache: bool = True) -> None:
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="an fsspec storage option for URLs (repeat it; VALUE may be JSON), e.g. endpoint_url=http://127.0.0.1:9000")
+    if cache:
+        p.add_argument("--cache-dir", help="the node's shard cache for URLs (default: $TORCHPACK_CACHE or ~/.cache/torchpack)")
+        p.add_argument("--cache-limit", help="the most the shard cache may hold, e.g. 200GB")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ class ConvertOptions:
     shard_index: int | None
     progress: bool
     commit_every: int
+    shuffle: int | None = None
     writer_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +58,7 @@ class ConvertOptions:
         progress: bool,
         commit_every: int,
         initial_map_size: int,
+        shuffle: int | None = None,
     ) -> ConvertOptions:
         """``convert()``'s arguments, checked.
 
@@ -73,6 +75,8 @@ class ConvertOptions:
             raise ValueError(f"`workers` must be >= 0, got {workers}.")
         if commit_every < 1:
             raise ValueError(f"`commit_every` must be >= 1, got {commit_every}.")
+        if shuffle is not None and (not isinstance(shuffle, int) or isinstance(shuffle, bool)):
+            raise ValueError(f"`shuffle` must be an int seed or None, got {shuffle!r}.")
         workers = (os.cpu_count() or 1) if workers is None else workers
         if ingest.check_file is not None and workers != 0:
             try:
@@ -95,13 +99,14 @@ class ConvertOptions:
             shard_index=shard_index,
             progress=progress,
             commit_every=commit_every,
+            shuffle=shuffle,
             writer_options={"initial_map_size": initial_map_size},
         )
 
     def resumable_part(self) -> dict[str, Any]:
         """What a resumed conversion must share with the interrupted one, as JSON data."""
         ingest = {**dataclasses.asdict(dataclasses.replace(self.ingest, check_file=None)), "check_file": _name(self.ingest.check_file)}
-        return {"backend": self.backend, "options": ingest}
+        return {"backend": self.backend, "options": ingest, "shuffle": self.shuffle}
 
 
 def _name(function: Callable | None) -> str | None:

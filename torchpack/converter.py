@@ -20,8 +20,10 @@ from torchpack.format import FORMAT_VERSION
 from torchpack.ingest_pool import IngestPool, refuse_convert_in_worker_start
 from torchpack.interrupts import stop_signals_raise
 from torchpack.scan import scan_tree
-from torchpack.shard_conversion import ShardConversion
-from torchpack.shard_plan import own_output, plan_shards, shard_paths
+from torchpack.remote import is_url
+from torchpack.shard_conversion import ShardConversion, ShardResult
+from torchpack.shard_plan import ShardPlan, own_output, plan_shards, shard_paths
+from torchpack.upload import RemoteDestination
 
 __all__ = ["ConvertResult", "convert", "shard_paths"]
 
@@ -70,6 +72,9 @@ def convert(
     progress: bool = False,
     commit_every: int = 1000,
     initial_map_size: int = 1 << 30,
+    storage_options: dict[str, Any] | None = None,
+    stage_dir: str | os.PathLike | None = None,
+    shuffle: int | None = None,
 ) -> ConvertResult:
     """Convert the DatasetFolder tree at ``src`` into one store (or shards) at ``dst``.
 
@@ -82,7 +87,8 @@ def convert(
     Args:
         src: root of the tree, ``src/<class>/**/<file>``.
         dst: the store file to write; its extension (``.lmdb``, ``.h5``/``.hdf5``) picks the
-            backend unless ``backend`` is given.
+            backend unless ``backend`` is given. A URL (``s3://bucket/imagenet/train.lmdb``) writes
+            each shard locally in ``stage_dir``, then uploads it whole with its index sidecar.
         backend: ``"lmdb"`` or ``"hdf5"`` (or another registered backend).
         extensions: convert the files with these extensions (``(".wav", ".flac")``), as DatasetFolder
             lists them.
@@ -109,6 +115,12 @@ def convert(
         progress: show a progress bar.
         commit_every: samples per durable commit (a crash loses at most this many).
         initial_map_size: LMDB's first map size; it doubles whenever it is full.
+        storage_options: for a URL ``dst``: fsspec's options (credentials, ``endpoint_url``).
+        stage_dir: for a URL ``dst``: the local folder shards are converted in before they are
+            uploaded (default: under ``$TORCHPACK_CACHE``); resume on a machine that sees it.
+        shuffle: store the samples in a random order drawn from this seed instead of
+            ImageFolder's, so that every shard mixes every class: for training from object
+            storage with :class:`ShardWindowSampler`. The dataset's order is then the stored one.
 
     Returns:
         A :class:`ConvertResult`.
@@ -130,7 +142,8 @@ def convert(
     """
     refuse_convert_in_worker_start()
     started = time.perf_counter()
-    dst = os.path.abspath(os.fspath(dst))
+    remote = RemoteDestination(str(dst), storage_options, stage_dir and os.fspath(stage_dir)) if is_url(dst) else None
+    dst = remote.local if remote is not None else os.path.abspath(os.fspath(dst))
     options = ConvertOptions.from_arguments(
         dst,
         backend=backend,
@@ -150,6 +163,7 @@ def convert(
         progress=progress,
         commit_every=commit_every,
         initial_map_size=initial_map_size,
+        shuffle=shuffle,
     )
     if not os.path.isdir(os.path.dirname(dst)):
         raise FileNotFoundError(f"The destination folder {os.path.dirname(dst)} does not exist.")
@@ -157,9 +171,11 @@ def convert(
         scan_tree(src, options.extensions, options.is_valid_file)  # raises the error that names the source
     with stop_signals_raise(), IngestPool(options.workers) as pool:  # workers start while the tree is scanned
         tree = scan_tree(src, options.extensions, options.is_valid_file, exclude=own_output(dst))
+        if options.shuffle is not None:
+            tree = tree.shuffled(options.shuffle)
         shards = plan_shards(len(tree), dst, options.num_shards, options.shard_size, options.shard_index)
         for shard in shards:
-            if os.path.exists(shard.path) and not options.overwrite:
+            if os.path.exists(shard.path) and not options.overwrite and not (remote is not None and options.resume):
                 raise FileExistsError(f"{shard.path} already exists; pass overwrite=True (--overwrite) to replace it.")
             if os.path.isdir(shard.path):
                 raise IsADirectoryError(f"{shard.path} is a folder; a store is a single file.")
@@ -176,7 +192,10 @@ def convert(
         total = sum(len(shard) for shard in shards)
         with tqdm(total=total, unit="img", disable=not options.progress, dynamic_ncols=True) as bar:
             for shard in shards:
-                done = ShardConversion(tree, shard, options, plan).run(pool, bar.update)
+                if remote is None:
+                    done = ShardConversion(tree, shard, options, plan).run(pool, bar.update)
+                else:
+                    done = convert_and_upload(remote, tree, shard, options, plan, pool, bar.update)
                 result.stores.append(done.path)
                 result.num_samples += done.num_samples
                 result.bad_files.extend(done.bad_files)
@@ -185,3 +204,45 @@ def convert(
                 result.resumed_from += done.resumed_from
     result.seconds = time.perf_counter() - started
     return result
+
+
+def convert_and_upload(
+    remote: RemoteDestination, tree, shard: ShardPlan, options: ConvertOptions, plan: dict[str, Any], pool, advance
+) -> ShardResult:
+    """One shard of a conversion into object storage: skipped if this conversion already published it
+    (with ``resume``), uploaded if it was converted but not uploaded, else converted and uploaded."""
+    published = remote.published_header(shard.path)
+    if published is not None:
+        if published["shard"].get("dataset_id") != tree.fingerprint or not options.resume:
+            if not options.overwrite:
+                raise FileExistsError(
+                    f"{remote.url_of(shard.path)} already exists; pass overwrite=True (--overwrite) to replace it"
+                    + (" (it is another conversion's)." if options.resume else ", or resume=True (--resume) if it is this conversion's.")
+                )
+        else:
+            advance(len(shard))
+            return ShardResult(
+                remote.url_of(shard.path), published["num_samples"], published.get("bad_files", []),
+                published.get("source", {}).get("bytes", 0), 0, resumed_from=len(shard),
+            )
+    if os.path.exists(shard.path):  # converted by an interrupted run, not uploaded yet
+        advance(len(shard))
+        header = _local_header(shard.path)
+        if header["shard"].get("dataset_id") != tree.fingerprint:
+            raise ValueError(
+                f"{shard.path} holds a shard of another conversion than this one (another tree, or the tree changed); "
+                "delete it to convert again."
+            )
+        done = ShardResult(shard.path, header["num_samples"], header.get("bad_files", []),
+                           header.get("source", {}).get("bytes", 0), os.path.getsize(shard.path), resumed_from=len(shard))
+    else:
+        done = ShardConversion(tree, shard, options, plan).run(pool, advance)
+    done.path = remote.publish(shard.path)
+    return done
+
+
+def _local_header(path: str) -> dict[str, Any]:
+    from torchpack.backends import open_reader
+
+    with open_reader(path) as reader:
+        return reader.read_header()

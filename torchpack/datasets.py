@@ -21,6 +21,7 @@ from torchpack.batch import StackedBatch
 from torchpack.crop_decode import RandomResizedCropDecode
 from torchpack.decode import DecodeSize
 from torchpack.image_decode import ImageDecode
+from torchpack.shard_cache import ShardCache
 from torchpack.store import StoreRoot
 from torchpack.store_dataset import StoreDatasetFolder
 
@@ -52,7 +53,8 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
             and other pixels than a full decode (libjpeg's DCT scaling).
         decode_crop: a :class:`torchpack.RandomResizedCropDecode`: each image is its random resized
             crop, decoded from the crop alone (the transforms then apply to the crop).
-        loader_input, on_error, check_crc, readahead, threads: see :class:`StoreDatasetFolder`.
+        loader_input, on_error, check_crc, readahead, threads, storage_options, cache: see
+            :class:`StoreDatasetFolder`.
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
         check_crc: bool = True,
         readahead: bool = True,
         threads: int = 1,
+        storage_options: dict[str, Any] | None = None,
+        cache: ShardCache | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -87,6 +91,8 @@ class StoreImageFolder(StoreDatasetFolder, ImageFolder):
             readahead=readahead,
             threads=threads,
             image_decode=ImageDecode(decode, decode_size, decode_crop),
+            storage_options=storage_options,
+            cache=cache,
         )
         self.imgs = self.samples
 

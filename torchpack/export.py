@@ -6,6 +6,7 @@ import io
 import os
 import posixpath
 import zlib
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,7 +33,9 @@ def safe_relative_path(path: str) -> str:
     return normalized
 
 
-def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
+def export_store(
+    root: StoreRoot, out: str | os.PathLike, storage_options: dict[str, Any] | None = None, cache: Any = None
+) -> int:
     """Write every sample to ``out/<relative path>``; returns the number of files written.
 
     Encoded samples are written byte for byte; raw samples as PNG (with ``.png`` appended
@@ -43,7 +46,7 @@ def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
             a sample's bytes no longer match its CRC-32 (damaged after conversion; ``torchpack verify`` lists all).
         FileExistsError: a file to be written already exists.
     """
-    index = load_store_index(root)
+    index = load_store_index(root, None, storage_options, cache)
     paths = [safe_relative_path(p) for p in index.paths.to_pylist()]
     out = os.path.abspath(os.fspath(out))
     for name in index.classes:
@@ -53,8 +56,8 @@ def export_store(root: StoreRoot, out: str | os.PathLike) -> int:
     for shard, store_file in enumerate(index.files):
         start = int(index.shard_starts[shard])
         stop = int(index.shard_starts[shard + 1]) if shard + 1 < len(index.files) else len(index)
-        compression = index.headers[shard]["storage"].get("raw_compression")
-        with borrowed_reader(store_file, index.backend) as reader:
+        compression = index.compressions[shard]
+        with borrowed_reader(index.local_file(shard), index.backend) as reader:
             for row in range(start, stop):
                 data = bytes(reader.read(row - start, int(index.offsets[row]), int(index.lengths[row])))
                 rel = paths[row]

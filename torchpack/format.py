@@ -27,7 +27,7 @@ __all__ = [
 FORMAT_NAME = "torchpack"
 #: ``MAJOR.MINOR``. A minor version only adds index columns and header fields, which older
 #: readers of the same major ignore; a major version changes what existing ones mean.
-FORMAT_VERSION = "2.0"
+FORMAT_VERSION = "2.1"
 SUPPORTED_MAJOR_VERSIONS = (1, 2)
 
 #: A column of a few distinct strings, stored once each (Arrow's dictionary encoding).

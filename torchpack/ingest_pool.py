@@ -11,7 +11,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
 from torchpack.ingest import IngestOptions, Ingested, ingest_files
-from torchpack.interrupts import ignore_stop_signals
+from torchpack.interrupts import ConversionInterrupted, ignore_stop_signals, received_stop_signal
 
 __all__ = ["IngestPool"]
 
@@ -38,9 +38,15 @@ class IngestPool:
                 self._executor.submit(ingest_files, [], IngestOptions())
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if self._executor is None:
+            return
+        if exc_type is not None:
+            # Stopped or failed: end the workers now. Waiting for their chunks could wait forever
+            # (a file on a hung mount, a FIFO), and the chunks' results are not wanted any more.
+            for process in list(getattr(self._executor, "_processes", {}).values()):
+                process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def map(self, chunks: Iterator[list[str]], options: IngestOptions) -> Iterator[list[Ingested]]:
         """Each chunk's results, in the chunks' order, with a few chunks in flight per worker."""
@@ -67,7 +73,9 @@ class IngestPool:
             raise _worker_died(chunk) from exc
 
 
-def _worker_died(chunk: list[str]) -> RuntimeError:
+def _worker_died(chunk: list[str]) -> Exception:
+    if received_stop_signal() is not None:  # the same signal reached the workers: a stop, not a crash
+        return ConversionInterrupted(received_stop_signal())
     script = unguarded_main_script()
     if script is not None:
         return RuntimeError(

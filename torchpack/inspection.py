@@ -19,12 +19,16 @@ from torchpack.handles import borrowed_reader
 __all__ = ["VerifyReport", "store_info", "verify_store"]
 
 
-def store_info(root: StoreRoot) -> dict[str, Any]:
-    """Header, classes with counts, sizes, storage and left-out files of a store (or its shards)."""
-    index = load_store_index(root)
+def store_info(root: StoreRoot, storage_options: dict[str, Any] | None = None, cache: Any = None) -> dict[str, Any]:
+    """Header, classes with counts, sizes, storage and left-out files of a store (or its shards).
+
+    ``root`` may be a URL of a store in object storage (``storage_options`` for fsspec); its shards
+    are not downloaded when they have index sidecars.
+    """
+    index = load_store_index(root, None, storage_options, cache)
     header = index.headers[0]
     counts = np.bincount(index.targets, minlength=len(index.classes)).tolist()
-    file_bytes = sum(os.stat(path).st_blocks * 512 for path in index.files)  # allocated on disk
+    file_bytes = sum(index.file_sizes())
     source_bytes = sum(h.get("source", {}).get("bytes", 0) for h in index.headers)
     return {
         "files": index.files,
@@ -63,7 +67,9 @@ class VerifyReport:
         return {"ok": self.ok, "files": self.files, "checked": self.checked, "problems": self.problems}
 
 
-def verify_store(root: StoreRoot, decode: bool = False) -> VerifyReport:
+def verify_store(
+    root: StoreRoot, decode: bool = False, storage_options: dict[str, Any] | None = None, cache: Any = None
+) -> VerifyReport:
     """Check a store's header, index and every sample's checksum; with ``decode``, that every image decodes.
 
     ``decode`` runs the datasets' own decode (the fast decoder where the index allows it,
@@ -71,21 +77,27 @@ def verify_store(root: StoreRoot, decode: bool = False) -> VerifyReport:
     ImageFolder's extensions, or image content), so it reports exactly the images that an
     ImageFolder dataset on the store would fail to load. Other files (a DatasetFolder store's
     ``.npy`` or ``.wav``) get the checksum only.
-    Damage to the header or index is reported as a problem of the file, never raised.
+    Damage to the header or index is reported as a problem of the file, never raised. A store
+    in object storage (``root`` a URL) is checked in the node's shard cache (``cache``).
     """
     try:
-        index = load_store_index(root)
+        index = load_store_index(root, None, storage_options, cache)
     except (InvalidStoreError, OSError) as exc:
         files = [os.fspath(root)] if isinstance(root, (str, os.PathLike)) else [os.fspath(p) for p in root]
         return VerifyReport(files, 0, [{"path": None, "file": files[0], "problem": str(exc)}])
     report = VerifyReport(index.files)
-    compression = [h["storage"].get("raw_compression") for h in index.headers]
     for shard, path in enumerate(index.files):
         start = int(index.shard_starts[shard])
         stop = int(index.shard_starts[shard + 1]) if shard + 1 < len(index.files) else len(index)
-        with borrowed_reader(path, index.backend) as reader:
+        try:
+            local = index.local_file(shard)
+        except (InvalidStoreError, OSError) as exc:
+            report.checked += stop - start
+            report.problems.append({"path": None, "file": path, "row": None, "problem": str(exc)})
+            continue
+        with borrowed_reader(local, index.backend) as reader:
             for row in range(start, stop):
-                problem = _check_sample(reader, index, row, row - start, decode, compression[shard])
+                problem = _check_sample(reader, index, row, row - start, decode, index.compressions[shard])
                 report.checked += 1
                 if problem:
                     report.problems.append({"path": index.paths[row].as_py(), "file": path, "row": row, "problem": problem})

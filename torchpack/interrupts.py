@@ -13,9 +13,16 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["ConversionInterrupted", "ignore_stop_signals", "stop_signals_raise"]
+__all__ = ["ConversionInterrupted", "ignore_stop_signals", "received_stop_signal", "stop_signals_raise"]
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_received: list[int] = []  # the stop signal that arrived during the current conversion, if one did
+
+
+def received_stop_signal() -> int | None:
+    """The stop signal this conversion received, if any (a worker dying of the same group-wide
+    signal is then the stop, not a crash)."""
+    return _received[-1] if _received else None
 
 
 class ConversionInterrupted(KeyboardInterrupt):
@@ -47,10 +54,12 @@ def stop_signals_raise() -> Iterator[None]:
     taken = [signum for signum, handler in previous.items() if handler is signal.SIG_DFL]
 
     def handler(signum: int, frame: object) -> None:
+        _received.append(signum)
         for other in taken:
             signal.signal(other, signal.SIG_IGN)
         raise ConversionInterrupted(signum)
 
+    _received.clear()
     for signum in taken:
         signal.signal(signum, handler)
     try:
@@ -61,11 +70,11 @@ def stop_signals_raise() -> Iterator[None]:
 
 
 def ignore_stop_signals() -> None:
-    """In a converter worker: leave SIGINT, SIGTERM and SIGHUP to the converting process.
+    """In a converter worker: leave SIGINT and SIGHUP to the converting process.
 
-    A signal sent to the whole process group (Ctrl-C, SLURM's SIGTERM) then stops the
-    conversion through the main process, which lets the workers finish their chunk and exit,
-    instead of each worker dying on its own and the pool reporting a crash.
+    A Ctrl-C or a closed terminal, sent to the whole process group, then stops the conversion
+    through the main process, which stops its workers. SIGTERM keeps its default: the pool
+    itself ends its workers with it.
     """
-    for signum in (signal.SIGINT, *STOP_SIGNALS):
+    for signum in (signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGINT)):
         signal.signal(signum, signal.SIG_IGN)

@@ -20,6 +20,7 @@ import glob
 import os
 import sys
 import threading
+from typing import Callable
 
 import numpy as np
 
@@ -132,9 +133,21 @@ class RegionDecoder:
         Raises:
             ValueError: libjpeg-turbo refused the data, or warned about it.
         """
+        return self.decode_planned(data, lambda image_height, image_width: (scale, top, left, height, width))
+
+    def decode_planned(self, data: bytes, plan: Callable[[int, int], tuple[int, int, int, int, int]]) -> np.ndarray | None:
+        """The region ``plan(height, width)`` picks, as ``(scale, top, left, height, width)``, from the
+        image's size in the header (read once); None if the JPEG is not YCbCr or grayscale.
+
+        Raises:
+            ValueError: libjpeg-turbo refused the data, or warned about it.
+        """
         handle, lib = self._handle(), self._lib
         handle.check(lib.tj3DecompressHeader(handle.pointer, data, len(data)))
+        if lib.tj3Get(handle.pointer, _PARAM_COLORSPACE) not in (_YCBCR, _GRAY):
+            return None
         image_width = lib.tj3Get(handle.pointer, _PARAM_WIDTH)
+        scale, top, left, height, width = plan(lib.tj3Get(handle.pointer, _PARAM_HEIGHT), image_width)
         subsampling = lib.tj3Get(handle.pointer, _PARAM_SUBSAMP)
         handle.check(lib.tj3SetScalingFactor(handle.pointer, _ScalingFactor(1, scale)))
         scaled_width = -(-image_width // scale)

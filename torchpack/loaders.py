@@ -85,6 +85,8 @@ class LoaderCall:
             raise ValueError(f"`loader_input` must be one of {LOADER_INPUTS}, got {input!r}.")
         self.loader = loader
         self.input = input
+        #: torchvision's own image loaders are not called: the dataset decodes for them, with their pixels.
+        self.builtin_image = is_builtin_image_loader(loader)
 
     def __call__(self, data, name: str) -> Any:
         if self.input == "path":

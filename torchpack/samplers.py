@@ -13,6 +13,11 @@ from torch.utils.data import Sampler
 __all__ = ["ArrayBatchSampler", "BlockShuffleSampler"]
 
 
+def _check_seed(seed: int, state: dict[str, int]) -> None:
+    if state.get("seed", seed) != seed:
+        raise ValueError(f"The saved sampler state is for seed {state['seed']}, this sampler has seed {seed}.")
+
+
 class ArrayBatchSampler(Sampler[np.ndarray]):
     """A DataLoader ``batch_sampler`` whose batches are numpy arrays of indices, not lists of ints.
 
@@ -43,20 +48,37 @@ class ArrayBatchSampler(Sampler[np.ndarray]):
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.yielded = 0  # batches of the current pass handed out
+        self._resume_at = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s order for the next pass."""
+        """Use epoch ``epoch``'s order for the next pass (a pending resume in that epoch is kept)."""
+        if epoch != self.epoch:
+            self._resume_at = 0
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the current pass is: its epoch and the batches handed out (torchdata's ``Stateful``)."""
+        return {"epoch": self.epoch, "yielded": self.yielded, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`: the next pass is that epoch's, from the next batch."""
+        _check_seed(self.seed, state)
+        self.epoch, self._resume_at = int(state["epoch"]), int(state["yielded"])
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         else:
             order = np.arange(self.size)
-        self.epoch += 1
         stop = self.size - self.size % self.batch_size if self.drop_last else self.size
-        for start in range(0, stop, self.batch_size):
+        starts = range(self._resume_at * self.batch_size, stop, self.batch_size)
+        self.yielded, self._resume_at = self._resume_at, 0
+        for start in starts:
+            self.yielded += 1
             yield order[start : start + self.batch_size]
+        self.epoch += 1
+        self.yielded = 0
 
     def __len__(self) -> int:
         return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
@@ -128,6 +150,8 @@ class BlockShuffleSampler(Sampler[int]):
         self.drop_last = drop_last
         self.block_size = block_size
         self.epoch = 0
+        self.yielded = 0  # indices of the current epoch handed out
+        self._resume_at = 0
         size = len(dataset)
         if drop_last and size % num_replicas:
             self.num_samples = size // num_replicas
@@ -136,8 +160,26 @@ class BlockShuffleSampler(Sampler[int]):
         self.total_size = self.num_samples * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` on the next iteration (call it on every rank, before each epoch)."""
+        """Use the order of ``epoch`` on the next iteration (call it on every rank, before each epoch).
+
+        A resume pending in that epoch (:meth:`load_state_dict`) is kept.
+        """
+        if epoch != self.epoch:
+            self._resume_at = 0
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """This rank's place in the epoch: the epoch and the indices handed out (torchdata's ``Stateful``).
+
+        ``torchdata.stateful_dataloader.StatefulDataLoader`` saves it with the loader's state
+        and gives it back to :meth:`load_state_dict`, so a resume does not replay the order.
+        """
+        return {"epoch": self.epoch, "yielded": self.yielded, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`: the next iteration is that epoch's, from the next index."""
+        _check_seed(self.seed, state)
+        self.epoch, self._resume_at = int(state["epoch"]), int(state["yielded"])
 
     def global_order(self) -> torch.Tensor:
         """This epoch's order of all indices, before it is padded or split across ranks."""
@@ -165,7 +207,14 @@ class BlockShuffleSampler(Sampler[int]):
             padding = self.total_size - len(indices)
             indices = torch.cat([indices, indices.repeat(math.ceil(padding / max(len(indices), 1)))[:padding]])
         mine = indices[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
-        return iter(mine.tolist())
+        return self._count(mine.tolist())
+
+    def _count(self, mine: list[int]) -> Iterator[int]:
+        start, self._resume_at = self._resume_at, 0
+        self.yielded = start
+        for index in mine[start:]:
+            self.yielded += 1
+            yield index
 
     def __len__(self) -> int:
         return self.num_samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -30,6 +31,19 @@ class ScannedTree:
     extensions: tuple[str, ...] | None = IMG_EXTENSIONS
     is_valid_file: str | None = None  # the rule's qualified name, when one was given
     not_selected: list[str] = field(default_factory=list)  # files under class folders the rule rejected
+
+    def shuffled(self, seed: int) -> ScannedTree:
+        """The same tree with its files in a random order that depends only on ``seed`` (classes stay as they are)."""
+        import random
+
+        order = list(range(len(self.paths)))
+        random.Random(seed).shuffle(order)
+        return dataclasses.replace(
+            self,
+            paths=[self.paths[i] for i in order],
+            targets=[self.targets[i] for i in order],
+            sizes=[self.sizes[i] for i in order] if self.sizes else [],
+        )
 
     def not_selected_suffixes(self) -> dict[str, int]:
         """How many rejected files end in each lowercased suffix (``".txt"``; ``""`` for none)."""

@@ -165,6 +165,7 @@ class ShardConversion:
             },
             "source": {"files": len(shard), "bytes": sum(tree.sizes[shard.start : shard.stop])},
             "selection": _selection(tree, shard.index == 0),
+            "order": "imagefolder" if self.options.shuffle is None else f"shuffled with seed {self.options.shuffle}",
             "bad_files": progress.bad,
         }
 

@@ -84,7 +84,8 @@ class StoreIndex:
     widths: np.ndarray
     channels: np.ndarray
     shard_starts: np.ndarray  # global row of each shard's first sample
-    identities: list[FileIdentity] = field(default_factory=list)  # of each file, when indexed
+    identities: list[Any] = field(default_factory=list)  # of each file when indexed: (st_dev, st_ino), or a remote version
+    source: Any = None  # a remote store's shards (RemoteShards); None: files on this machine
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -124,6 +125,16 @@ class StoreIndex:
         """The sample's path relative to the converted tree's root."""
         return self.paths[row].as_py()
 
+    def local_file(self, shard: int) -> str:
+        """Shard ``shard``'s file on this machine: a remote store's is fetched into the node's cache."""
+        return self.files[shard] if self.source is None else self.source.fetch(shard)
+
+    def file_sizes(self) -> list[int]:
+        """Each shard file's size in bytes as allocated (local files) or as stored (remote objects)."""
+        if self.source is not None:
+            return [shard.size for shard in self.source.shards]
+        return [os.stat(path).st_blocks * 512 for path in self.files]
+
     def locate(self, row: int) -> tuple[int, int]:
         """(shard number, row within that shard) of a global row."""
         if len(self.shard_starts) == 1:
@@ -132,14 +143,25 @@ class StoreIndex:
         return shard, row - int(self.shard_starts[shard])
 
 
-def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
+def load_store_index(
+    root: StoreRoot, backend: str | None = None, storage_options: dict[str, Any] | None = None, cache: Any = None
+) -> StoreIndex:
     """Open each store file named by ``root`` briefly, check it, and join the indexes.
+
+    ``root`` may be a URL (``s3://bucket/train/``, see :mod:`torchpack.remote_index`); then
+    ``storage_options`` go to fsspec and ``cache`` (a :class:`torchpack.ShardCache`) keeps its shards.
 
     Raises:
         FileNotFoundError: a store file is missing.
         InvalidStoreError: a file is not a store of ``backend``, is damaged, or the shards
             do not make one whole store (missing, duplicated, or from different conversions).
     """
+    from torchpack.remote import is_url
+
+    if is_url(root):
+        from torchpack.remote_index import load_remote_index
+
+        return load_remote_index(root, backend, storage_options, cache)
     files = resolve_store_files(root)
     loaded = []
     identities = {path: file_identity(path) for path in files}
@@ -147,6 +169,19 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
         with borrowed_reader(path, backend, identities[path]) as reader:
             header = reader.read_header()
             loaded.append((path, reader.backend, header, reader.read_index(header)))
+    return join_shards(loaded, identities)
+
+
+def join_shards(loaded: list, identities: dict[str, Any], source: Any = None) -> StoreIndex:
+    """One :class:`StoreIndex` from each shard's ``(name, backend, header, index table)``.
+
+    ``identities`` maps each name to its identity. The shards are put in their order and
+    checked to make one whole store.
+
+    Raises:
+        InvalidStoreError: the shards are not exactly those of one conversion, or mix backends.
+    """
+    files = [item[0] for item in loaded]
     if len(loaded) > 1:
         loaded = _ordered_shards(loaded)
     elif loaded[0][2]["shard"].get("count", 1) != 1:
@@ -183,6 +218,7 @@ def load_store_index(root: StoreRoot, backend: str | None = None) -> StoreIndex:
         channels=column_array(table, "channels"),
         shard_starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
         identities=[identities[item[0]] for item in loaded],
+        source=source,
     )
 
 

@@ -18,16 +18,16 @@ from torchvision.datasets.vision import VisionDataset
 
 from torchpack.backends import BackendMismatchError
 from torchpack.bad_samples import ON_ERROR, BadSamplePolicy, TransformFailed
-from torchpack.crop_decode import RandomResizedCropDecode
 from torchpack.batch import StackedBatch
 from torchpack.decode import DecodeSize
 from torchpack.handles import ShardHandles
 from torchpack.image_decode import ImageDecode
 from torchpack.integrity import ChecksumGuard
-from torchpack.loaders import LoaderCall, is_builtin_image_loader
+from torchpack.loaders import LoaderCall
 from torchpack.raw_batch import RawBatchGather
 from torchpack.scan import check_selection
 from torchpack.selection import Selection, refuse_unconverted, select_rows
+from torchpack.shard_cache import ShardCache
 from torchpack.store import StoreIndex, StoreRoot, load_store_index
 from torchpack.threads import read_then_finish_in_threads
 from torchpack.views import IntSequence, SampleSequence
@@ -41,11 +41,11 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
     """A DatasetFolder whose samples come from a torchpack store instead of a directory tree.
 
     It subclasses ``DatasetFolder`` for ``isinstance`` checks but never scans a folder: the
-    store's index gives the classes and samples, as arrays (lists of tuples cost seconds at
-    1M samples and grow every worker's memory).
+    store's index gives the classes and samples, as arrays.
 
     Args:
-        root: the store file; or the shards of one, as a folder, a glob pattern or a list.
+        root: the store file; or the shards of one, as a folder, a glob pattern or a list; or a URL
+            of a store in object storage (``s3://bucket/train/``), read through the node's ``cache``.
         loader: called with a binary file object over one sample's stored bytes, whose ``name``
             is the sample's path relative to the converted tree (``np.load``, ``torch.load`` with
             ``weights_only=True``, ``soundfile.read`` and ``PIL.Image.open`` take it as it is).
@@ -62,16 +62,17 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
             :class:`SkipBadCollate` to drop) or ``"replace"`` (the next good sample instead).
         check_crc: check each sample's CRC-32 on its first read by this dataset, in any of its processes.
         readahead: let the OS read ahead; turn off for random access to stores larger than RAM.
-        threads: decode and transform each DataLoader batch (``__getitems__``) in this many
-            threads, for loading in the training process on spare cores (transforms must be
-            thread-safe; torchvision's are).
+        threads: decode and transform each DataLoader batch (``__getitems__``) in this many threads,
+            for loading in the training process on spare cores (thread-safe transforms: torchvision's).
         image_decode: how torchvision's own image loaders are served (default: PIL images, exactly
             ImageFolder's); :class:`StoreImageFolder` makes it from ``decode``, ``decode_size`` and ``decode_crop``.
+        storage_options, cache: for a URL: fsspec's options (credentials, ``endpoint_url``), and the
+            node's :class:`torchpack.ShardCache` (default: ``$TORCHPACK_CACHE``, no limit).
 
     Raises:
         FileNotFoundError: no store at ``root``, or a class has no sample and ``allow_empty`` is False.
-        InvalidStoreError: ``root`` is not a store of this backend, or is damaged.
-        UnsupportedVersionError: the store was written by a newer torchpack format.
+        InvalidStoreError: ``root`` is not a store of this backend, or is damaged (``UnsupportedVersionError``:
+            written by a newer torchpack format).
         ValueError: a bad argument, or the selection accepts files the converter left out.
     """
 
@@ -94,6 +95,8 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
         readahead: bool = True,
         threads: int = 1,
         image_decode: ImageDecode | None = None,
+        storage_options: dict[str, Any] | None = None,
+        cache: ShardCache | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
@@ -101,7 +104,7 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
             raise ValueError(f"`threads` must be >= 1, got {threads}.")
         extensions = check_selection(extensions, is_valid_file)
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
-        self._index = index = _load_index(type(self), self.root)
+        self._index = index = _load_index(type(self), self.root, storage_options, cache)
         self.classes = index.classes
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.loader, self.extensions, self.loader_input = loader, extensions, loader_input
@@ -112,12 +115,11 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
         self._selection = Selection(rows, len(index), type(self).__name__)
         self.samples = SampleSequence(index.prefix, index, rows)
         self.targets = IntSequence(index.targets if rows is None else index.targets[rows])
-        self._handles = ShardHandles(index.files, index.backend, index.identities, readahead=readahead)
+        self._handles = ShardHandles(index.files, index.backend, index.identities, index.source, readahead=readahead)
         self._guard = ChecksumGuard(index.crc32, check_crc)
         self._policy = BadSamplePolicy(on_error, index.prefix)
         self._image = image_decode or ImageDecode()
         self._raw_batches = RawBatchGather(index, self._handles, self._guard) if index.all_raw else None
-        self._builtin_loader: tuple[Callable, bool] | None = None
 
     @property
     def check_crc(self) -> bool:
@@ -144,11 +146,6 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
         return self._image.size
 
     @property
-    def decode_crop(self) -> RandomResizedCropDecode | None:
-        """The random resized crop fused with the decode, or None."""
-        return self._image.crop
-
-    @property
     def header(self) -> dict[str, Any]:
         """The store's header (the first shard's, for a sharded store)."""
         return self._index.headers[0]
@@ -165,6 +162,23 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
     def open_handles(self) -> None:
         """Open this process's handles now (they otherwise open on first access)."""
         self._handles.open_all()
+
+    def index_shards(self) -> np.ndarray:
+        """The shard each sample is stored in, by dataset index (for shard-aware samplers)."""
+        rows = self._selection.rows if self._selection.rows is not None else np.arange(len(self._index))
+        return np.searchsorted(self._index.shard_starts, rows, side="right") - 1
+
+    def prefetch_shards(self, shards: list[int]) -> None:
+        """Start downloading these shards of a store in object storage into the node's cache (local stores: nothing)."""
+        if self._index.source is not None:
+            self._index.source.prefetch(shards)
+
+    def plan_remote_reads(self, open_shards: int, ahead: int) -> None:
+        """Each process keeps ``open_shards`` shards open (pinned in the node's cache), ``ahead`` more are
+        prefetched; raises :class:`CacheFullError` now if the cache's limit cannot hold that many."""
+        self._handles.max_open = max(1, open_shards)
+        if self._index.source is not None:
+            self._index.source.require_room(open_shards + ahead)
 
     # -- samples --------------------------------------------------------------------------------
 
@@ -190,19 +204,14 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
             )
         return data
 
-    def _decodes_images(self) -> bool:
-        """Whether the loader is one the dataset decodes for (remembered per loader: it is on the hot path)."""
-        known = self._builtin_loader
-        if known is None or known[0] is not self.loader:
-            known = self._builtin_loader = (self.loader, is_builtin_image_loader(self.loader))
-        return known[1]
-
-    def _decode(self, data, row: int) -> Any:
-        if self._decodes_images():
-            return self._image(data, self._index, row)
+    def _loader(self) -> LoaderCall:
         if self._loader_call.loader is not self.loader:  # the loader was replaced after construction
             self._loader_call = LoaderCall(self.loader, self.loader_input)
-        return self._loader_call(data, self._index.path(row))
+        return self._loader_call
+
+    def _decode(self, data, row: int) -> Any:
+        call = self._loader()
+        return self._image(data, self._index, row) if call.builtin_image else call(data, self._index.path(row))
 
     def _finish(self, data, row: int) -> tuple[Any, Any]:
         """A read sample's ``(sample, target)``: load (decode), then the transforms."""
@@ -257,7 +266,7 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
         """The shape of one tensor that rows ``rows`` read as, when the output is untransformed raw pixels."""
         plain = self._image.mode == "tensor" and self._image.crop is None
         plain = plain and self.transform is None and self.target_transform is None
-        if self._raw_batches is None or not plain or not self._decodes_images():
+        if self._raw_batches is None or not plain or not self._loader().builtin_image:
             return None
         return self._raw_batches.shape(rows)
 
@@ -272,23 +281,18 @@ class StoreDatasetFolder(DatasetFolder, metaclass=abc.ABCMeta):
     def extra_repr(self) -> str:
         """The store, storage, decode and error policy, for ``repr`` in torchvision's style."""
         index = self._index
-        if self._decodes_images():
-            decode = self._image.describe()
-        else:
-            decode = f"loader {getattr(self.loader, '__qualname__', self.loader)!s}"
-        return "\n".join([
-            f"Store: {index.backend}, {len(index.files)} file(s), {len(self.classes)} classes",
-            f"Storage: {self.header['storage']['mode']}",
-            f"Decode: {decode}",
-            f"On error: {self.on_error}",
-        ])
+        decode = self._image.describe() if self._loader().builtin_image else f"loader {getattr(self.loader, '__qualname__', self.loader)!s}"
+        return (
+            f"Store: {index.backend}, {len(index.files)} file(s), {len(self.classes)} classes\n"
+            f"Storage: {self.header['storage']['mode']}\nDecode: {decode}\nOn error: {self.on_error}"
+        )
 
 
-def _load_index(cls: type[StoreDatasetFolder], root: StoreRoot) -> StoreIndex:
+def _load_index(cls: type[StoreDatasetFolder], root: StoreRoot, storage_options: Any, cache: Any) -> StoreIndex:
     """The index of the store at ``root``, for a dataset of class ``cls``; a store of another
     backend is refused with the name of the class that reads it."""
     try:
-        return load_store_index(root, cls.backend)
+        return load_store_index(root, cls.backend, storage_options, cache)
     except BackendMismatchError as exc:
         generic = _generic(cls)
         siblings = [c.__name__ for c in _subclasses(generic) if c.backend == exc.found and _generic(c) is generic]

@@ -9,6 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
+from torchpack.format import decode_header, decode_index
+
 __all__ = ["Backend", "StoreReader", "StoreWriter"]
 
 
@@ -22,17 +24,35 @@ class StoreReader(abc.ABC):
     """
 
     backend: str
+    #: The size of the data region, where the backend has one (it bounds every sample's offset + length).
+    data_size: int | None = None
 
     def __init__(self, path: str, *, readahead: bool = True) -> None:
         self.path = path
 
     @abc.abstractmethod
-    def read_header(self) -> dict[str, Any]:
-        """The checked header."""
+    def header_bytes(self) -> bytes:
+        """The header as stored (UTF-8 JSON, sealed with its checksums).
+
+        Raises:
+            InvalidStoreError: the file has none (it is not a torchpack store), or it cannot be read.
+        """
 
     @abc.abstractmethod
+    def index_bytes(self) -> bytes:
+        """The sample index as stored (an Arrow IPC stream).
+
+        Raises:
+            InvalidStoreError: the file has none, or it cannot be read.
+        """
+
+    def read_header(self) -> dict[str, Any]:
+        """The checked header."""
+        return decode_header(self.header_bytes(), self.path)
+
     def read_index(self, header: dict[str, Any]) -> pa.Table:
         """The checked sample index."""
+        return decode_index(self.index_bytes(), header, self.path, data_size=self.data_size)
 
     @abc.abstractmethod
     def read(self, row: int, offset: int, length: int) -> bytes | memoryview:

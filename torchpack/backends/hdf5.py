@@ -19,10 +19,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pyarrow as pa
 
 from torchpack.backends.base import Backend, StoreReader, StoreWriter
-from torchpack.format import InvalidStoreError, decode_header, decode_index
+from torchpack.format import InvalidStoreError
 
 __all__ = ["BACKEND", "DATA", "HEADER", "INDEX", "HDF5Reader", "HDF5Writer"]
 
@@ -115,11 +114,11 @@ class HDF5Reader(StoreReader):
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise InvalidStoreError(f"{self.path}: cannot read /{name} ({exc}).") from exc
 
-    def read_header(self) -> dict[str, Any]:
-        return decode_header(self._read_dataset(HEADER), self.path)
+    def header_bytes(self) -> bytes:
+        return self._read_dataset(HEADER)
 
-    def read_index(self, header: dict[str, Any]) -> pa.Table:
-        return decode_index(self._read_dataset(INDEX), header, self.path, data_size=self.data_size)
+    def index_bytes(self) -> bytes:
+        return self._read_dataset(INDEX)
 
     def read(self, row: int, offset: int, length: int) -> memoryview | bytes:
         if offset < 0 or offset + length > self.data_size:

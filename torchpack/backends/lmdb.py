@@ -13,10 +13,9 @@ from typing import Any
 
 import lmdb
 import numpy as np
-import pyarrow as pa
 
 from torchpack.backends.base import Backend, StoreReader, StoreWriter
-from torchpack.format import InvalidStoreError, decode_header, decode_index, sample_key
+from torchpack.format import InvalidStoreError, sample_key
 
 __all__ = ["BACKEND", "HEADER_KEY", "INDEX_KEY", "LMDBReader", "LMDBWriter", "check_lmdb_file"]
 
@@ -95,17 +94,17 @@ class LMDBReader(StoreReader):
         # buffers=True hands out zero-copy views of the map that stay valid until close().
         self._txn = self._env.begin(buffers=True)
 
-    def read_header(self) -> dict[str, Any]:
+    def header_bytes(self) -> bytes:
         raw = self._get(HEADER_KEY)
         if raw is None:
             raise InvalidStoreError(f"{self.path}: an LMDB file without a torchpack header (not a torchpack store).")
-        return decode_header(raw, self.path)
+        return bytes(raw)
 
-    def read_index(self, header: dict[str, Any]) -> pa.Table:
+    def index_bytes(self) -> bytes:
         raw = self._get(INDEX_KEY)
         if raw is None:
             raise InvalidStoreError(f"{self.path}: the LMDB store has no sample index.")
-        return decode_index(bytes(raw), header, self.path)
+        return bytes(raw)
 
     def _get(self, key: bytes) -> memoryview | None:
         try:
