@@ -393,3 +393,25 @@ def test_the_window_sampler_prefetches_the_next_shards(http, tmp_path):
         time.sleep(0.02)
     assert server.gets[f"/{upcoming.name}"] == 1
     assert not cache.is_cached(dataset._index.source.shards[windows[2][2][0]])  # no further than prefetch=1
+
+
+def crop8(image):
+    return image[:, :8, :8]
+
+
+def test_spawned_workers_read_a_remote_store(http, tmp_path):
+    server, stores = http
+    dataset = torchpack.LMDBImageFolder(server.url + "/", decode="tensor", transform=crop8, cache=torchpack.ShardCache(tmp_path / "cache"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, multiprocessing_context="spawn")
+    assert sorted(torch.cat([targets for _, targets in loader]).tolist()) == sorted(dataset.targets)
+
+
+def test_credentials_in_a_url_never_reach_a_message(http, tmp_path, quick_retries):
+    server, stores = http
+    url = server.url.replace("http://", "http://reader:hunter2@") + "/"
+    server.faults.statuses[shard_name(stores, 0)] = [503] * 10
+    dataset = torchpack.LMDBImageFolder(url, cache=torchpack.ShardCache(tmp_path / "cache"))
+    assert all("hunter2" not in path for path, _ in dataset.samples)
+    with pytest.raises(torchpack.BadSampleError) as raised:
+        dataset[0]
+    assert "Could not download" in str(raised.value) and "hunter2" not in str(raised.value)

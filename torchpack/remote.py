@@ -50,8 +50,8 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
 class RemoteShard:
     """One shard object of a remote store, as it was when the store was opened."""
 
-    url: str
-    path: str  # within its file system
+    url: str  # for messages and names: without credentials a URL may carry
+    path: str  # within its file system: what requests use
     size: int
     version: str  # the ETag, else size and modification time: a replaced object has another
 
@@ -70,13 +70,18 @@ def object_version(info: dict[str, Any]) -> str:
     return f"size:{info.get('size')}:mtime:{stamp}"
 
 
+def redacted(url: str) -> str:
+    """``url`` without a ``user:password@`` part: what messages and names may show."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/@]*@", r"\1", url)
+
+
 def _shard(fs: Any, path: str, info: dict[str, Any] | None = None) -> RemoteShard:
     if info is None or info.get("size") is None or object_version(info).endswith(":mtime:None"):
         info = fs.info(path)  # a listing without sizes or versions (an HTTP folder page): ask the object
     size = info.get("size")
     if size is None:
         raise OSError(f"{fs.unstrip_protocol(path)}: the server does not say the object's size.")
-    return RemoteShard(fs.unstrip_protocol(path), path, int(size), object_version(info))
+    return RemoteShard(redacted(fs.unstrip_protocol(path)), path, int(size), object_version(info))
 
 
 def list_remote_shards(root: str | Sequence[str], storage_options: dict[str, Any] | None = None) -> list[RemoteShard]:

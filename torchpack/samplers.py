@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["ArrayBatchSampler", "BlockShuffleSampler"]
+__all__ = ["ArrayBatchSampler", "BlockShuffleSampler", "EpochSampler"]
 
 
 def _check_seed(seed: int, state: dict[str, int]) -> None:
@@ -84,7 +84,80 @@ class ArrayBatchSampler(Sampler[np.ndarray]):
         return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
 
 
-class BlockShuffleSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
+    """What the distributed samplers share: ranks, seeded epochs, ``DistributedSampler``'s padding, and resuming.
+
+    A subclass gives the epoch's order of this rank (:meth:`_this_rank`); this class hands it
+    out from where a saved state left off, counting what it hands out (torchdata's ``Stateful``:
+    :meth:`state_dict` / :meth:`load_state_dict`).
+
+    Raises:
+        ValueError: ``rank`` or ``num_replicas`` is out of range.
+    """
+
+    def __init__(
+        self, size: int, num_replicas: int | None, rank: int | None, shuffle: bool, seed: int, drop_last: bool
+    ) -> None:
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if num_replicas < 1:
+            raise ValueError(f"`num_replicas` must be >= 1, got {num_replicas}.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}], got {rank}.")
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.num_samples = size // num_replicas if drop_last and size % num_replicas else math.ceil(size / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.epoch = 0
+        self.yielded = 0  # indices of the current epoch handed out
+        self._resume_at = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` on the next iteration (call it on every rank, before each epoch).
+
+        A resume pending in that epoch (:meth:`load_state_dict`) is kept.
+        """
+        if epoch != self.epoch:
+            self._resume_at = 0
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """This rank's place in the epoch: the epoch and the indices handed out (torchdata's ``Stateful``).
+
+        ``torchdata.stateful_dataloader.StatefulDataLoader`` saves it with the loader's state
+        and gives it back to :meth:`load_state_dict`, so a resume does not replay the order.
+        """
+        return {"epoch": self.epoch, "yielded": self.yielded, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`: the next iteration is that epoch's, from the next index."""
+        _check_seed(self.seed, state)
+        self.epoch, self._resume_at = int(state["epoch"]), int(state["yielded"])
+
+    def padded(self, order: np.ndarray) -> np.ndarray:
+        """The epoch's ``order`` cut or padded (with repeated indices) to ``total_size``, as ``DistributedSampler`` does."""
+        if self.drop_last or self.total_size <= len(order) or not len(order):
+            return order[: self.total_size]
+        return np.concatenate([order, np.tile(order, math.ceil((self.total_size - len(order)) / len(order)))])[: self.total_size]
+
+    def _this_rank(self) -> Iterator[int]:
+        """This rank's indices for the epoch, in order, from position ``self._start`` on."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        self._start, self._resume_at = self._resume_at, 0
+        self.yielded = self._start
+        for index in self._this_rank():
+            self.yielded += 1
+            yield index
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class BlockShuffleSampler(EpochSampler):
     """Shuffle blocks of ``block_size`` neighbouring indices, then the indices within each block.
 
     A fully random permutation of a store larger than RAM turns every read into a random
@@ -132,54 +205,11 @@ class BlockShuffleSampler(Sampler[int]):
         drop_last: bool = False,
         block_size: int = 1024,
     ) -> None:
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if num_replicas < 1:
-            raise ValueError(f"`num_replicas` must be >= 1, got {num_replicas}.")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"`rank` must be in [0, {num_replicas - 1}], got {rank}.")
         if block_size < 1:
             raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+        super().__init__(len(dataset), num_replicas, rank, shuffle, seed, drop_last)
         self.dataset = dataset
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
         self.block_size = block_size
-        self.epoch = 0
-        self.yielded = 0  # indices of the current epoch handed out
-        self._resume_at = 0
-        size = len(dataset)
-        if drop_last and size % num_replicas:
-            self.num_samples = size // num_replicas
-        else:
-            self.num_samples = math.ceil(size / num_replicas)
-        self.total_size = self.num_samples * num_replicas
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of ``epoch`` on the next iteration (call it on every rank, before each epoch).
-
-        A resume pending in that epoch (:meth:`load_state_dict`) is kept.
-        """
-        if epoch != self.epoch:
-            self._resume_at = 0
-        self.epoch = epoch
-
-    def state_dict(self) -> dict[str, int]:
-        """This rank's place in the epoch: the epoch and the indices handed out (torchdata's ``Stateful``).
-
-        ``torchdata.stateful_dataloader.StatefulDataLoader`` saves it with the loader's state
-        and gives it back to :meth:`load_state_dict`, so a resume does not replay the order.
-        """
-        return {"epoch": self.epoch, "yielded": self.yielded, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from :meth:`state_dict`: the next iteration is that epoch's, from the next index."""
-        _check_seed(self.seed, state)
-        self.epoch, self._resume_at = int(state["epoch"]), int(state["yielded"])
 
     def global_order(self) -> torch.Tensor:
         """This epoch's order of all indices, before it is padded or split across ranks."""
@@ -199,22 +229,7 @@ class BlockShuffleSampler(Sampler[int]):
         order = torch.argsort(keys)
         return (starts[block_of] + within)[order]
 
-    def __iter__(self) -> Iterator[int]:
-        indices = self.global_order()
-        if self.drop_last:
-            indices = indices[: self.total_size]
-        elif self.total_size > len(indices):
-            padding = self.total_size - len(indices)
-            indices = torch.cat([indices, indices.repeat(math.ceil(padding / max(len(indices), 1)))[:padding]])
+    def _this_rank(self) -> Iterator[int]:
+        indices = self.padded(self.global_order().numpy())
         mine = indices[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
-        return self._count(mine.tolist())
-
-    def _count(self, mine: list[int]) -> Iterator[int]:
-        start, self._resume_at = self._resume_at, 0
-        self.yielded = start
-        for index in mine[start:]:
-            self.yielded += 1
-            yield index
-
-    def __len__(self) -> int:
-        return self.num_samples
+        return iter(mine[self._start :].tolist())
