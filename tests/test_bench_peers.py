@@ -166,6 +166,9 @@ def test_crop_aware_route_says_skipped_without_its_api(monkeypatch):
     train_routes, common = bench("suite.train_routes"), bench("peers.common")
     routes = bench("peers.torchpack_routes").TorchpackAdapter(common.Settings()).routes("photo")
     crop = [r for r in routes if "crop-aware" in r.name]
-    assert len(crop) == 2 and all(r.pipeline == common.TRAINING and r.workers == 0 and r.threads == 2 for r in crop)
+    assert len(crop) == 6 and all(r.pipeline == common.TRAINING for r in crop)
+    in_process = [r for r in crop if r.workers == 0]
+    assert len(in_process) == 3 and all(r.threads == 2 for r in in_process)
+    assert {r.store for r in crop} == {r.store for r in in_process}  # each store also read by 2 workers
     monkeypatch.setattr(train_routes, "torchpack", types.SimpleNamespace())  # a torchpack before RandomResizedCropDecode
     assert all(r.skip().startswith("skipped: torchpack has no RandomResizedCropDecode") for r in crop)

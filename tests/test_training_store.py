@@ -50,7 +50,7 @@ def test_short_side_is_capped_and_never_enlarged(backend, source_tree, training_
     reference = ImageFolder(source_tree)
     dataset = dataset_class(backend)(training_stores[backend])
     assert dataset.header["storage"] == {
-        "mode": "reencode", "checked": True, "short_side": SHORT_SIDE, "quality": 90, "raw_compression": None
+        "mode": "reencode", "checked": True, "short_side": SHORT_SIDE, "long_side": None, "quality": 90, "raw_compression": None
     }
     for i in range(len(reference)):
         original, stored = reference[i][0], dataset[i][0]
@@ -59,6 +59,20 @@ def test_short_side_is_capped_and_never_enlarged(backend, source_tree, training_
         assert abs(ratio - 1) < 0.05  # aspect ratio kept
         assert dataset.read_bytes(i)[:3] == b"\xff\xd8\xff"  # a JPEG, whatever the source was
     assert torchpack.verify_store(training_stores[backend], decode=True).ok
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_long_side_cap_matches_ffcvs_max_resolution(backend, source_tree, tmp_path):
+    store = torchpack.convert(source_tree, tmp_path / f"l{EXTENSION[backend]}", workers=0, storage="reencode", long_side=40).stores[0]
+    both = torchpack.convert(source_tree, tmp_path / f"b{EXTENSION[backend]}", workers=0, storage="reencode", long_side=60, short_side=20).stores[0]
+    reference, capped, tighter = ImageFolder(source_tree), dataset_class(backend)(store), dataset_class(backend)(both)
+    for i in range(len(reference)):
+        original = reference[i][0]
+        assert max(capped[i][0].size) == min(40, max(original.size))
+        scale = min(20 / min(original.size), 60 / max(original.size), 1.0)
+        assert tighter[i][0].size == (max(1, round(original.width * scale)), max(1, round(original.height * scale)))
+    with pytest.raises(ValueError, match="`long_side` must be a positive number"):
+        torchpack.convert(source_tree, tmp_path / f"x{EXTENSION[backend]}", storage="reencode", long_side=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -47,6 +47,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         check=False if args.no_check else None,
         storage=args.storage,
         short_side=args.short_side,
+        long_side=args.long_side,
         quality=args.quality,
         raw_compression=args.raw_compression,
         num_shards=args.num_shards,
@@ -226,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="decode no image (trust the data); by default an ImageFolder tree's images are decoded, a DatasetFolder tree's (--extensions) files are not")
     p.add_argument("--storage", choices=("encoded", "reencode", "raw"), default="encoded", help="encoded: files untouched (default); reencode: JPEG with --short-side cap; raw: decoded pixels for tiny images")
     p.add_argument("--short-side", type=int, default=None, help="cap the short side (reencode, raw)")
+    p.add_argument("--long-side", type=int, default=None, help="cap the long side (reencode, raw), as FFCV's max_resolution")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality for reencode (default 90)")
     p.add_argument("--raw-compression", choices=("lz4", "none"), default="lz4", help="compression of raw pixels")
     p.add_argument("--num-shards", type=int, help="write this many shards")

@@ -59,6 +59,7 @@ class ConvertOptions:
         commit_every: int,
         initial_map_size: int,
         shuffle: int | None = None,
+        long_side: int | None = None,
     ) -> ConvertOptions:
         """``convert()``'s arguments, checked.
 
@@ -70,7 +71,7 @@ class ConvertOptions:
         if extensions is None and is_valid_file is None:
             extensions = IMG_EXTENSIONS
         extensions = check_selection(extensions, is_valid_file)
-        ingest = _ingest_options(storage, check_images, check if callable(check) else None, short_side, quality, raw_compression)
+        ingest = _ingest_options(storage, check_images, check if callable(check) else None, short_side, long_side, quality, raw_compression)
         if workers is not None and workers < 0:
             raise ValueError(f"`workers` must be >= 0, got {workers}.")
         if commit_every < 1:
@@ -120,6 +121,7 @@ def _ingest_options(
     check_images: bool,
     check_file: Callable[[str], object] | None,
     short_side: int | None,
+    long_side: int | None,
     quality: int,
     raw_compression: str,
 ) -> IngestOptions:
@@ -127,18 +129,20 @@ def _ingest_options(
         raise ValueError(f"`storage` must be one of {STORAGE_MODES}, got {storage!r}.")
     if raw_compression not in RAW_COMPRESSIONS:
         raise ValueError(f"`raw_compression` must be one of {RAW_COMPRESSIONS}, got {raw_compression!r}.")
-    if short_side is not None and short_side < 1:
-        raise ValueError(f"`short_side` must be a positive number of pixels, got {short_side}.")
+    for name, side in (("short_side", short_side), ("long_side", long_side)):
+        if side is not None and side < 1:
+            raise ValueError(f"`{name}` must be a positive number of pixels, got {side}.")
     if not 1 <= quality <= 100:
         raise ValueError(f"`quality` must be between 1 and 100, got {quality}.")
-    if storage == "encoded" and short_side is not None:
-        raise ValueError("`short_side` needs storage='reencode' or storage='raw' (encoded files are stored untouched).")
+    if storage == "encoded" and (short_side is not None or long_side is not None):
+        raise ValueError("`short_side` and `long_side` need storage='reencode' or storage='raw' (encoded files are stored untouched).")
     return IngestOptions(
         storage=storage,
         check=check_images or storage != "encoded",
         check_file=check_file,
         image_extensions=IMG_EXTENSIONS,
         short_side=short_side,
+        long_side=long_side,
         quality=quality,
         raw_compression=raw_compression,
     )

@@ -75,6 +75,7 @@ def convert(
     storage_options: dict[str, Any] | None = None,
     stage_dir: str | os.PathLike | None = None,
     shuffle: int | None = None,
+    long_side: int | None = None,
 ) -> ConvertResult:
     """Convert the DatasetFolder tree at ``src`` into one store (or shards) at ``dst``.
 
@@ -106,6 +107,8 @@ def convert(
         storage: ``"encoded"`` (the files' bytes), ``"reencode"`` (JPEG at ``quality``, short side
             capped at ``short_side``) or ``"raw"`` (decoded uint8 RGB pixels, for tiny images).
         short_side: cap on the short side for ``"reencode"`` and ``"raw"``.
+        long_side: cap on the long side for ``"reencode"`` and ``"raw"`` (FFCV's ``max_resolution``);
+            with ``short_side`` too, the tighter of the two.
         quality: JPEG quality for ``"reencode"``.
         raw_compression: ``"lz4"`` or ``"none"`` for ``"raw"``.
         num_shards: write this many shards, ``dst``'s name plus ``-00000-of-0000N``.
@@ -164,6 +167,7 @@ def convert(
         commit_every=commit_every,
         initial_map_size=initial_map_size,
         shuffle=shuffle,
+        long_side=long_side,
     )
     if not os.path.isdir(os.path.dirname(dst)):
         raise FileNotFoundError(f"The destination folder {os.path.dirname(dst)} does not exist.")

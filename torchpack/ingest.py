@@ -44,6 +44,7 @@ class IngestOptions:
             with one); None: every file. The converter passes ``IMG_EXTENSIONS`` (workers do not
             import torchvision).
         short_side: cap on the short side for ``"reencode"`` and ``"raw"`` (images are never enlarged).
+        long_side: cap on the long side, likewise (FFCV's ``max_resolution``); with both, the tighter one.
         quality: JPEG quality for ``"reencode"``.
         raw_compression: ``"lz4"`` (block format, no size prefix) or ``"none"``.
         load_truncated_images: Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` while checking.
@@ -59,6 +60,7 @@ class IngestOptions:
     check_file: Optional[Callable[[str], object]] = None
     image_extensions: Optional[Tuple[str, ...]] = None
     short_side: Optional[int] = None
+    long_side: Optional[int] = None
     quality: int = 90
     raw_compression: str = "lz4"
     load_truncated_images: bool = field(default_factory=lambda: bool(ImageFile.LOAD_TRUNCATED_IMAGES))
@@ -143,11 +145,14 @@ def check_image(data: bytes) -> Tuple[str, int, int, str]:
     return image_format, rgb.height, rgb.width, decoder
 
 
-def _cap_short_side(image: Image.Image, short_side: Optional[int]) -> Image.Image:
-    if short_side is None or min(image.size) <= short_side:
-        return image
+def _cap_size(image: Image.Image, short_side: Optional[int], long_side: Optional[int]) -> Image.Image:
     width, height = image.size
-    scale = short_side / min(width, height)
+    scale = min(
+        short_side / min(width, height) if short_side is not None else 1.0,
+        long_side / max(width, height) if long_side is not None else 1.0,
+    )
+    if scale >= 1:
+        return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
 
@@ -205,7 +210,7 @@ def _ingest_bytes(data: bytes, path: str, options: IngestOptions) -> Ingested:
         return Ingested(data, encoding, decoder, height, width, 3, zlib.crc32(data))
     if not image:
         raise ValueError(f"storage={options.storage!r} stores images only; this file is {encoding}")
-    image = _cap_short_side(pillow_rgb(data), options.short_side)
+    image = _cap_size(pillow_rgb(data), options.short_side, options.long_side)
     width, height = image.size
     if options.storage == "reencode":
         out = io.BytesIO()

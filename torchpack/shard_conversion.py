@@ -152,6 +152,7 @@ class ShardConversion:
                 "mode": ingest.storage,
                 "checked": ingest.check,
                 "short_side": ingest.short_side,
+                "long_side": ingest.long_side,
                 "quality": ingest.quality if ingest.storage == "reencode" else None,
                 "raw_compression": ingest.raw_compression if ingest.storage == "raw" else None,
             },

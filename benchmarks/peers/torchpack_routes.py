@@ -80,6 +80,17 @@ def tp_raw(store: str):
     return torchpack.HDF5ImageFolder(store, decode="tensor")
 
 
+#: The training comparison with FFCV's JPEG store at max_resolution=256: the same rule (the long side
+#: capped at 256, q90), so the same pixel budget.
+TP_TRAIN_LONG_SIDE = 256
+
+
+def tp_long_side_store(long_side: int) -> Store:
+    """torchpack's re-encoded store with the long side capped, as FFCV's ``max_resolution`` caps it."""
+    options = {"storage": "reencode", "long_side": long_side, "quality": TP_QUALITY}
+    return Store(f"lmdb reencode l{long_side}", ".lmdb", torchpack_options=options, reencoded=True, cap=Cap("long", long_side))
+
+
 def tp_reencode_store(short_side: int) -> Store:
     """torchpack's re-encoded store: JPEG q90 with the short side capped at ``short_side``."""
     options = {"storage": "reencode", "short_side": short_side, "quality": TP_QUALITY}
@@ -124,11 +135,16 @@ class TorchpackAdapter(Adapter):
                 Route(f"{name}, num_workers=0, threads={t}", store, dataset=tp_train(t, size), workers=0, threads=t,
                       pipeline=TRAINING),
             ]
-        for name, store in (("LMDB lossless", lossless), (f"LMDB reencode q{TP_QUALITY} short side {s} (training-ready)", ready)):
-            routes.append(Route(
-                f"{name}, crop-aware decode_crop=RandomResizedCropDecode(224) + flip, num_workers=0, threads={t}",
-                store, dataset=tp_crop_aware(t), workers=0, threads=t, pipeline=TRAINING, skip=crop_aware_missing,
-            ))
+        long_side = f"lmdb reencode l{TP_TRAIN_LONG_SIDE}"
+        for name, store in (
+            ("LMDB lossless", lossless),
+            (f"LMDB reencode q{TP_QUALITY} short side {s} (training-ready)", ready),
+            (f"LMDB reencode q{TP_QUALITY} long side {TP_TRAIN_LONG_SIDE} (FFCV's max_resolution)", long_side),
+        ):
+            crop = f"{name}, crop-aware decode_crop=RandomResizedCropDecode(224, flip=True)"
+            routes.append(Route(f"{crop}, num_workers=0, threads={t}", store, dataset=tp_crop_aware(t), workers=0, threads=t,
+                                pipeline=TRAINING, skip=crop_aware_missing))
+            routes.append(Route(f"{crop}, {t} workers", store, dataset=tp_crop_aware(1), pipeline=TRAINING, skip=crop_aware_missing))
         return routes
 
     def stores(self, group: str) -> list[Store]:
@@ -137,6 +153,7 @@ class TorchpackAdapter(Adapter):
                 Store("lmdb", ".lmdb", torchpack_options={}),
                 tp_reencode_store(SHORT_SIDE),  # our recipe: ImageNet's evaluation resize
                 tp_reencode_store(TP_COMPARABLE_SHORT_SIDE),  # about FFCV's pixel budget
+                tp_long_side_store(TP_TRAIN_LONG_SIDE),  # FFCV's max_resolution=256 rule, for the training pipeline
                 # decoded pixels at full size: the counterpart of FFCV's raw field without resizing
                 Store("hdf5 raw", ".h5", torchpack_options={"storage": "raw", "raw_compression": "none"}, raw_photos=True),
                 # decoded pixels at about FFCV's pixel budget: the counterpart of its resized raw field

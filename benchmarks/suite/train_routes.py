@@ -42,13 +42,8 @@ def crop_aware_missing() -> str | None:
 
 
 def crop_aware(cls: type, store: str, threads: int):
-    """The crop-aware route, as it will be used: the random crop drawn before the (scaled) decode, then a flip."""
-    from torchvision.transforms import v2
-
-    return cls(
-        store, decode="tensor", decode_crop=torchpack.RandomResizedCropDecode(CROP),
-        transform=v2.RandomHorizontalFlip(), threads=threads,
-    )
+    """The crop-aware route as the README gives it: the random crop drawn before the (scaled) decode, the flip fused."""
+    return cls(store, decode="tensor", decode_crop=torchpack.RandomResizedCropDecode(CROP, flip=True), threads=threads)
 
 
 # A route: name -> (dataset factory, DataLoader workers, in-process decode threads or None). The
