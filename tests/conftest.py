@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -110,6 +111,29 @@ def stores(parity_tree, tmp_path_factory) -> dict[str, str]:
 def small_stores(small_tree, tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("small_stores")
     return {b: torchpack.convert(small_tree, out / f"small{EXTENSION[b]}", workers=0).stores[0] for b in BACKENDS}
+
+
+@contextlib.contextmanager
+def crash_at_second_commit(monkeypatch, backend: str):
+    """Within the block, a conversion to ``backend`` raises ``OSError("simulated crash")`` right after its
+    second commit: a crash with work both committed and in flight."""
+    from torchpack.backends import writer_class
+
+    writer = writer_class(backend)
+    real_commit = writer.commit
+    calls = []
+
+    def crashing_commit(self):
+        size = real_commit(self)
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("simulated crash")
+        return size
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer, "commit", crashing_commit)
+        with pytest.raises(OSError, match="simulated crash"):
+            yield
 
 
 def dataset_class(backend: str):

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import torchpack
-from conftest import BACKENDS, EXTENSION, dataset_class, photo_like, save, store_contents
+from conftest import BACKENDS, EXTENSION, crash_at_second_commit, dataset_class, photo_like, save, store_contents
 from torchpack.errors import BadSampleError
 
 SITECUSTOMIZE = '''
@@ -264,25 +264,11 @@ def test_a_second_conversion_into_a_live_one_is_refused(backend, small_tree, tmp
 def test_the_destination_inside_the_source_resumes(backend, shards, small_tree, tmp_path, monkeypatch):
     import shutil
 
-    from torchpack.backends import writer_class
-
     root = str(tmp_path / "tree")
     shutil.copytree(small_tree, root)
     dst = os.path.join(root, f"x{EXTENSION[backend]}")
-    real_commit = writer_class(backend).commit
-    calls = []
-
-    def crashing_commit(self):
-        size = real_commit(self)
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("simulated crash")
-        return size
-
-    with monkeypatch.context() as patch:
-        patch.setattr(writer_class(backend), "commit", crashing_commit)
-        with pytest.raises(OSError, match="simulated crash"):
-            torchpack.convert(root, dst, workers=0, commit_every=5, num_shards=shards)
+    with crash_at_second_commit(monkeypatch, backend):
+        torchpack.convert(root, dst, workers=0, commit_every=5, num_shards=shards)
     result = torchpack.convert(root, dst, workers=0, resume=True, num_shards=shards)
     assert result.resumed_from > 0 and result.num_samples == 24
     dataset = torchpack.StoreImageFolder(result.stores if shards else result.stores[0])

@@ -88,7 +88,7 @@ def test_bench_peers_quick_smoke_run(tmp_path):
     # the training pipeline: its own table and head-to-head lines (a peer not installed here: "no peer measured")
     assert "Training pipeline: `RandomResizedCrop(224)`" in markdown and "| runs as |" in markdown
     training_summary = json.loads((out / "peers.json").read_text())["training_head_to_head"]
-    assert len(training_summary) == 3 and all(e["torchpack_rate"] > 0 for e in training_summary), training_summary
+    assert len(training_summary) == 4 and all(e["torchpack_rate"] > 0 for e in training_summary), training_summary
     assert "Head to head, training pipeline" in markdown and "- training, lossless: torchpack" in done.stdout
 
 

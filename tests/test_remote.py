@@ -20,7 +20,7 @@ import torch
 
 import torchpack
 import torchpack.download
-from conftest import BACKENDS, EXTENSION, store_contents
+from conftest import BACKENDS, EXTENSION, crash_at_second_commit, store_contents
 from servers import HTTPServer, S3Server
 from torchpack.cli import main as cli
 from torchpack.sidecar import SIDECAR_SUFFIX
@@ -346,26 +346,12 @@ def test_two_nodes_two_ranks_two_workers_see_each_sample_once_with_one_download_
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_array_job_writes_each_shard_and_a_crash_never_uploads_half_a_shard(backend, s3, small_tree, tmp_path, monkeypatch):
-    from torchpack.backends import writer_class
-
     dst = f"s3://bucket/jobs-{backend}/train{EXTENSION[backend]}"
     fs = s3.filesystem()
     common = {"workers": 0, "num_shards": SHARDS, "storage_options": s3.storage_options, "stage_dir": str(tmp_path / "stage"), "commit_every": 3}
     torchpack.convert(small_tree, dst, shard_index=0, **common)
-    calls = []
-    real_commit = writer_class(backend).commit
-
-    def crashing(self):
-        size = real_commit(self)
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError("simulated crash")
-        return size
-
-    with monkeypatch.context() as patch:
-        patch.setattr(writer_class(backend), "commit", crashing)
-        with pytest.raises(OSError, match="simulated crash"):
-            torchpack.convert(small_tree, dst, shard_index=1, **common)
+    with crash_at_second_commit(monkeypatch, backend):
+        torchpack.convert(small_tree, dst, shard_index=1, **common)
     listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"bucket/jobs-{backend}", refresh=True))
     assert listed == [f"train-00000-of-00003{EXTENSION[backend]}", f"train-00000-of-00003{EXTENSION[backend]}.index"]
     resumed = torchpack.convert(small_tree, dst, shard_index=1, resume=True, **common)

@@ -58,8 +58,8 @@ class RandomResizedCropDecode:
         size: the side of the square output.
         scale: the range of the crop's area, as a fraction of the image's.
         ratio: the range of the crop's aspect ratio (width / height).
-        flip: also flip the crop horizontally with probability 1/2, as ``RandomHorizontalFlip()``
-            after the crop would (free here: it is part of the copy the resize needs anyway).
+        flip: also flip the output horizontally with probability 1/2, as ``RandomHorizontalFlip()``
+            after the crop would.
     """
 
     def __init__(
@@ -102,9 +102,12 @@ class RandomResizedCropDecode:
         return (height - h) // 2, (width - w) // 2, h, w
 
     def _finish(self, pixels: np.ndarray) -> torch.Tensor:
+        resized = resize_square(pixels, self.size)
+        # The flip after the resize, as RandomHorizontalFlip after RandomResizedCrop: a mirrored numpy
+        # view costs a byte-by-byte copy (160 us for a 200x171 crop), the resized tensor's flip 7 us.
         if self.flip and torch.rand(1).item() < 0.5:
-            pixels = pixels[:, ::-1]
-        return resize_square(pixels, self.size)
+            return resized.flip(-1)
+        return resized
 
     def dct_scale(self, crop_height: int, crop_width: int) -> int:
         """The largest of 8, 4, 2 at which the crop still covers the output (else 1)."""

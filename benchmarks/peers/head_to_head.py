@@ -9,6 +9,7 @@ from suite.common import SHORT_SIDE
 from .common import LOSSLESS, REENCODED, TINY_DECODED, TRAINING, VALIDATION, Row
 from .dali import TP_READY
 from .ffcv import FFCV_QUALITY, FFCV_TRAIN_MAX_RESOLUTION
+from .torchpack_routes import TP_TRAIN_LONG_SIDE
 
 #: The comparisons of the validation summary: (title, group, kind).
 MATCHUPS = (("photos, lossless", "photo", LOSSLESS), ("photos, re-encoded", "photo", REENCODED), ("tiny", "tiny", TINY_DECODED))
@@ -21,6 +22,9 @@ TRAINING_MATCHUPS = (
     ("training, lossless: torchpack's lossless store vs DALI over the same files", None, "DALI", None),
     (f"training, training-ready store (q90, short side {SHORT_SIDE}) vs FFCV JPEG q{FFCV_QUALITY}, "
      f"max_resolution={FFCV_TRAIN_MAX_RESOLUTION}", TP_READY[1], "FFCV", f"jpg q{FFCV_QUALITY} max {FFCV_TRAIN_MAX_RESOLUTION}"),
+    (f"training, the same pixel budget: torchpack's store with the long side capped at {TP_TRAIN_LONG_SIDE} (q90) vs FFCV JPEG "
+     f"q{FFCV_QUALITY}, max_resolution={FFCV_TRAIN_MAX_RESOLUTION}", f"lmdb reencode l{TP_TRAIN_LONG_SIDE}", "FFCV",
+     f"jpg q{FFCV_QUALITY} max {FFCV_TRAIN_MAX_RESOLUTION}"),
     ("training, training-ready store vs DALI over the same re-encoded files (exported from it)", TP_READY[1], "DALI",
      "tree exported from torchpack's training-ready store"),
 )
