@@ -72,7 +72,7 @@ stores do not push each other out of the page cache.
 Installing the peers (in their own virtual environment, so that the main one stays lean; ``crop``
 brings the TurboJPEG 3 library that torchpack's crop-aware route decodes crops with)::
 
-    python3 -m venv .venv-peers && .venv-peers/bin/pip install -e ".[test,peers,crop]"
+    python3 -m venv .venv-peers && .venv-peers/bin/pip install -e ".[peers,crop]" pytest
 
 FFCV is not in the ``peers`` extra: it builds a C extension against OpenCV and libjpeg-turbo, so it
 needs system libraries first, then installs from PyPI into the same environment (it pulls numba
