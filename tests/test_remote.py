@@ -381,6 +381,18 @@ def test_the_window_sampler_prefetches_the_next_shards(http, tmp_path):
     assert not cache.is_cached(dataset._index.source.shards[windows[2][2][0]])  # no further than prefetch=1
 
 
+def test_workers_forked_during_a_prefetch_read_every_sample(http, tmp_path):
+    server, stores = http
+    dataset = http_dataset(server, tmp_path / "cache")
+    for store in stores:
+        server.faults.delay["/" + os.path.basename(store)] = 0.5  # downloads still in flight when the workers fork
+    sampler = torchpack.ShardWindowSampler(dataset, window=1, prefetch=1)  # starts the first window's downloads
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2, timeout=60,
+                                         multiprocessing_context="fork", collate_fn=lambda batch: [t for _, t in batch])
+    targets = [t for batch in loader for t in batch]  # a worker stuck on an inherited lock: a timeout error
+    assert sorted(targets) == sorted(dataset.targets)
+
+
 def crop8(image):
     return image[:, :8, :8]
 

@@ -114,7 +114,7 @@ class ShardCache:
                     before()
                 self._download(fs, shard, path, check)
         finally:
-            os.close(lock)
+            _unlock(lock)
         return path
 
     def _download(self, fs: Any, shard: RemoteShard, path: str, check: Callable[[str], None]) -> None:
@@ -151,7 +151,7 @@ class ShardCache:
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
 
             def __exit__(self, *exc: object) -> None:
-                os.close(self.fd)
+                _unlock(self.fd)
 
         return _Lock()
 
@@ -212,6 +212,19 @@ class ShardCache:
 
     def __repr__(self) -> str:
         return f"ShardCache({self.dir!r}, limit={self.limit})"
+
+
+def _unlock(fd: int) -> None:
+    """Release an exclusive lock and close it.
+
+    Closing alone is not enough: a process forked while the lock was held (a DataLoader starting
+    its workers during a prefetch) shares the locked file description, and the lock would then
+    outlive this process's hold on it, blocking that child for good.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _evict_if_unused(path: str) -> bool:
