@@ -98,6 +98,9 @@ def test_a_stop_signal_ends_the_cli_conversion_like_ctrl_c(backend, signum, smal
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        # As a terminal or a scheduler starts it. Under nohup SIGHUP arrives ignored, and the
+        # converter rightly leaves it so (it takes over only signals at their default action).
+        preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL),
     )
     wait_for(lambda: len(log.read_text().splitlines()) >= 4, 60, "the workers to read files")
     children = descendants(process.pid)
