@@ -386,8 +386,8 @@ def test_workers_forked_during_a_prefetch_read_every_sample(http, tmp_path):
     dataset = http_dataset(server, tmp_path / "cache")
     for store in stores:
         server.faults.delay["/" + os.path.basename(store)] = 0.5  # downloads still in flight when the workers fork
-    sampler = torchpack.ShardWindowSampler(dataset, window=1, prefetch=1)  # starts the first window's downloads
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2, timeout=60,
+    dataset.prefetch_shards(list(range(len(stores))))  # downloading in this process's threads
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, timeout=60,
                                          multiprocessing_context="fork", collate_fn=lambda batch: [t for _, t in batch])
     targets = [t for batch in loader for t in batch]  # a worker stuck on an inherited lock: a timeout error
     assert sorted(targets) == sorted(dataset.targets)

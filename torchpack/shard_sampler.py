@@ -24,9 +24,7 @@ class ShardWindowSampler(EpochSampler):
     random order of shards, takes its contiguous part (padded with repeated indices unless
     ``drop_last``, as ``DistributedSampler`` pads), and shuffles it within each window of
     ``window`` consecutive shards. Entering a window, it asks the dataset to prefetch the shards
-    of the next ``prefetch`` windows' worth into the node's cache. The first window's shards are
-    asked for as soon as the epoch is known (on creation, :meth:`set_epoch` and
-    :meth:`load_state_dict`), so that they download while the DataLoader starts its workers.
+    of the next ``prefetch`` windows' worth into the node's cache.
 
     Example::
 
@@ -67,15 +65,6 @@ class ShardWindowSampler(EpochSampler):
         self.window, self.prefetch = window, prefetch
         dataset.plan_remote_reads(window, prefetch)  # each worker keeps one window's shards open, no more
         self._by_shard = [np.flatnonzero(shards == s) for s in range(int(shards.max()) + 1 if len(shards) else 0)]
-        self._fetch_first_window()
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self._fetch_first_window()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        super().load_state_dict(state)
-        self._fetch_first_window()
 
     def plan(self) -> tuple[np.ndarray, list[tuple[int, int, list[int]]]]:
         """This rank's indices for the epoch, in order, and its windows: ``(start, end, shards)`` positions in them."""
@@ -96,24 +85,11 @@ class ShardWindowSampler(EpochSampler):
             windows.append((begin, end, list(dict.fromkeys(mine_owner[begin:end].tolist()))))
         return mine, windows
 
-    def _wanted(self, windows: list[tuple[int, int, list[int]]], number: int) -> list[int]:
-        """The shards to have in the cache while window ``number`` is read: its own, then ``prefetch`` more."""
-        shards = windows[number][2]
-        ahead = [s for _, _, later in windows[number + 1 :] for s in later if s not in shards]
-        return list(dict.fromkeys(shards + ahead))[: len(shards) + self.prefetch]
-
-    def _fetch_first_window(self) -> None:
-        """Start downloading what the next iteration reads first, so that a remote store's first shards
-        arrive while the DataLoader starts its workers, not after."""
-        _, windows = self.plan()
-        first = next((n for n, (_, end, _) in enumerate(windows) if end > self._resume_at), None)
-        if first is not None:
-            self.dataset.prefetch_shards(self._wanted(windows, first))
-
     def _this_rank(self) -> Iterator[int]:
         mine, windows = self.plan()
-        for number, (begin, end, _) in enumerate(windows):
+        for number, (begin, end, shards) in enumerate(windows):
             if end <= self._start:
                 continue
-            self.dataset.prefetch_shards(self._wanted(windows, number))
+            ahead = [s for _, _, later in windows[number + 1 :] for s in later if s not in shards]
+            self.dataset.prefetch_shards(list(dict.fromkeys(shards + ahead))[: len(shards) + self.prefetch])
             yield from mine[max(begin, self._start) : end].tolist()
