@@ -303,6 +303,32 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang(backend, broken_tree, tmp_p
     assert not alive, f"processes left behind: {alive}"
 
 
+def test_a_worker_killed_while_the_pool_starts_is_a_clear_error(monkeypatch):
+    # The pool starts its workers one by one; a worker killed before the last one has started
+    # breaks the pool inside that start (BrokenProcessPool, or EOFError/EBADF from the forkserver).
+    # Kill the first worker from inside the second one's start, so the race is not left to chance.
+    from multiprocessing.process import BaseProcess
+
+    from torchpack.ingest_pool import IngestPool
+
+    started: list[BaseProcess] = []
+    original_start = BaseProcess.start
+
+    def start_after_killing_the_first(process: BaseProcess) -> None:
+        if started:
+            os.kill(started[0].pid, signal.SIGKILL)
+            started[0].join(30)
+        original_start(process)
+        started.append(process)
+
+    monkeypatch.setattr(BaseProcess, "start", start_after_killing_the_first)
+    with pytest.raises(RuntimeError, match="worker process died .*while the workers were starting.*resume"):
+        with IngestPool(workers=3):
+            pass
+    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in started if psutil.pid_exists(p.pid)], timeout=30)
+    assert not alive, f"workers left behind: {alive}"
+
+
 def _release(fifo) -> None:
     """Unblock a reader still waiting on the FIFO, if any."""
     try:

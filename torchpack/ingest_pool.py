@@ -34,19 +34,36 @@ class IngestPool:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context(method), initializer=ignore_stop_signals
             )
-            for _ in range(self.workers):  # start the workers (and their imports) now, not on the first chunk
-                self._executor.submit(ingest_files, [], IngestOptions())
+            try:
+                for _ in range(self.workers):  # start the workers (and their imports) now, not on the first chunk
+                    self._submit([], IngestOptions(), None)
+            except BaseException:
+                self._shut_down(failed=True)
+                raise
         return self
 
     def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if self._executor is None:
-            return
-        if exc_type is not None:
+        if self._executor is not None:
+            self._shut_down(failed=exc_type is not None)
+
+    def _shut_down(self, failed: bool) -> None:
+        assert self._executor is not None
+        if failed:
             # Stopped or failed: end the workers now. Waiting for their chunks could wait forever
             # (a file on a hung mount, a FIFO), and the chunks' results are not wanted any more.
             for process in list(getattr(self._executor, "_processes", {}).values()):
                 process.terminate()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
+
+    def _submit(self, chunk: list[str], options: IngestOptions, first_pending: list[str] | None) -> Future:
+        assert self._executor is not None
+        try:
+            return self._executor.submit(ingest_files, chunk, options)
+        except (BrokenProcessPool, OSError, EOFError) as exc:
+            # submit() also starts missing workers; a worker killed meanwhile breaks the pool, or
+            # the forkserver's hand-over of the next one (EOFError, EBADF).
+            raise _worker_died(first_pending or chunk or None) from exc
 
     def map(self, chunks: Iterator[list[str]], options: IngestOptions) -> Iterator[list[Ingested]]:
         """Each chunk's results, in the chunks' order, with a few chunks in flight per worker."""
@@ -56,10 +73,7 @@ class IngestPool:
             return
         window: collections.deque[tuple[Future, list[str]]] = collections.deque()
         for chunk in chunks:
-            try:
-                window.append((self._executor.submit(ingest_files, chunk, options), chunk))
-            except BrokenProcessPool as exc:  # a worker died before its chunk's result was asked for
-                raise _worker_died(window[0][1] if window else chunk) from exc
+            window.append((self._submit(chunk, options, window[0][1] if window else None), chunk))
             if len(window) >= 4 * self.workers:
                 yield self._result(*window.popleft())
         while window:
@@ -73,7 +87,7 @@ class IngestPool:
             raise _worker_died(chunk) from exc
 
 
-def _worker_died(chunk: list[str]) -> Exception:
+def _worker_died(chunk: list[str] | None) -> Exception:
     if received_stop_signal() is not None:  # the same signal reached the workers: a stop, not a crash
         return ConversionInterrupted(received_stop_signal())
     script = unguarded_main_script()
@@ -84,9 +98,9 @@ def _worker_died(chunk: list[str]) -> Exception:
             "forkserver and spawn start methods), which runs the conversion again inside each of them. Put the "
             "call under the guard, or pass workers=0."
         )
+    where = f"while reading {chunk[0]} or the files after it" if chunk else "while the workers were starting"
     return RuntimeError(
-        f"A converter worker process died (killed, or out of memory) while reading {chunk[0]} "
-        f"or the files after it. The work committed so far is kept: "
+        f"A converter worker process died (killed, or out of memory) {where}. The work committed so far is kept: "
         "run again with resume=True (--resume), with fewer workers if memory is short."
     )
 
