@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 for the remote-store tests: moto's S3 server, and a plain HTTP server with Range support.
 
 Both count the requests they serve, by path, so a test can say "one download per shard per
-node" from the server's side. The HTTP server can also misbehave on request, as real ones do:
+node" from the server's side; the HTTP server also records how many GETs of a path it ever
+answered at once. The HTTP server can also misbehave on request, as real ones do:
 answer 500 or 503, drop the connection part-way through a body, answer slowly, or flip a byte
 of what it sends.
 """
@@ -120,6 +121,16 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return super().do_GET()  # folder listings, 404s
         faults: Faults = self.server.faults
         self.server.gets[self.path] += 1
+        with self.server.flight_lock:
+            self.server.in_flight[self.path] += 1
+            self.server.most_in_flight[self.path] = max(self.server.most_in_flight[self.path], self.server.in_flight[self.path])
+        try:
+            self._answer(path, faults)
+        finally:
+            with self.server.flight_lock:
+                self.server.in_flight[self.path] -= 1
+
+    def _answer(self, path: str, faults: Faults) -> None:
         with faults.lock:
             key = faults.find(faults.delay, self.path)
             delay = faults.delay.get(key, 0.0) if key else 0.0
@@ -159,6 +170,9 @@ class HTTPServer:
         self._server.daemon_threads = True
         self._server.faults = self.faults = Faults()
         self._server.gets = self.gets = collections.Counter()
+        # GETs of a path being answered at once, and the most there ever were
+        self._server.in_flight, self._server.flight_lock = collections.Counter(), threading.Lock()
+        self._server.most_in_flight = self.most_in_flight = collections.Counter()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_port}"

@@ -1,9 +1,11 @@
-"""Download one remote object to a local file: in ranged chunks, each retried with backoff, resumed where a dropped connection left off."""
+"""Download one remote object to a local file: in ranged chunks, two in flight at once, each retried with backoff."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from torchpack.remote import RemoteShard
@@ -11,6 +13,7 @@ from torchpack.remote import RemoteShard
 __all__ = ["RemoteReadError", "download"]
 
 CHUNK_BYTES = 16 << 20
+STREAMS = 2
 RETRIES = 5
 BACKOFF_SECONDS = 0.25
 
@@ -34,13 +37,17 @@ def download(
     retries: int | None = None,
     backoff: float | None = None,
     progress: Callable[[int], None] | None = None,
+    streams: int | None = None,
 ) -> None:
     """Write the bytes of ``shard`` to ``dest`` and make them durable.
 
-    Each chunk is one ranged request. A failed or short one (a dropped connection, a 500 or
-    503, a timeout from the client's settings) is asked again from the byte it stopped at,
-    after ``backoff`` seconds (default :data:`BACKOFF_SECONDS`), doubling; ``retries`` failures
-    in a row (default :data:`RETRIES`) end the download.
+    Each chunk is one ranged request, and ``streams`` chunks (default :data:`STREAMS`) are in
+    flight at once: one request's round trip and first byte overlap another's transfer, so a
+    lone download keeps the link busy. Each chunk is written at its offset as it arrives. A
+    failed or short request (a dropped connection, a 500 or 503, a timeout from the client's
+    settings) is asked again after ``backoff`` seconds (default :data:`BACKOFF_SECONDS`),
+    doubling; ``retries`` failures in a row of one chunk (default :data:`RETRIES`) end the
+    download, and the chunks still in flight are dropped.
 
     Raises:
         RemoteReadError: the object could not be read (the message names it and the last error).
@@ -49,28 +56,68 @@ def download(
     """
     retries = RETRIES if retries is None else retries
     backoff = BACKOFF_SECONDS if backoff is None else backoff
-    offset, failures = 0, 0
+    streams = STREAMS if streams is None else streams
+    chunks = _chunks(shard.size, CHUNK_BYTES)
+    failed = threading.Event()  # one chunk gave up: the others stop retrying
     with open(dest, "wb") as out:
-        while offset < shard.size:
-            end = min(offset + CHUNK_BYTES, shard.size)
+
+        def fetch_and_write(chunk: tuple[int, int]) -> None:
+            if failed.is_set():
+                return  # the download has failed already; the caller raises that failure
             try:
-                data = fs.cat_file(shard.path, start=offset, end=end)
-                if len(data) != end - offset:
-                    raise OSError(f"the server sent {len(data)} bytes for a request of {end - offset}")
-            except Exception as exc:
-                failures += 1
-                if not _retryable(exc):
-                    raise
-                if failures > retries:
-                    raise RemoteReadError(
-                        f"Could not download {shard.url}: {failures} attempts in a row failed at byte {offset} of "
-                        f"{shard.size} (the last: {type(exc).__name__}: {exc})."
-                    ) from exc
-                time.sleep(min(backoff * 2 ** (failures - 1), 8.0))
-                continue
-            out.write(data)
-            offset, failures = end, 0
+                data = _fetch(fs, shard, chunk, retries, backoff, failed)
+                written = os.pwrite(out.fileno(), data, chunk[0])
+                if written != len(data):  # pwrite on a regular file writes it all, or raises (ENOSPC)
+                    raise OSError(f"wrote {written} of {len(data)} bytes at offset {chunk[0]} of {dest}")
+            except BaseException:
+                failed.set()
+                raise
             if progress is not None:
                 progress(len(data))
+
+        if streams <= 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                fetch_and_write(chunk)
+        else:
+            with ThreadPoolExecutor(min(streams, len(chunks)), thread_name_prefix="torchpack-download") as pool:
+                futures = [pool.submit(fetch_and_write, chunk) for chunk in chunks]
+                try:
+                    for future in futures:
+                        future.result()
+                finally:
+                    for future in futures:  # a failure ends the download: drop what has not started
+                        future.cancel()
         out.flush()
         os.fsync(out.fileno())
+
+
+def _chunks(size: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each ranged request: the first half a chunk, so that two streams sharing
+    a link finish their requests half a chunk apart, and one's round trip overlaps the other's
+    transfer, instead of both waiting at once."""
+    if size <= 0:
+        return []
+    starts = [0, *range(chunk_bytes // 2, size, chunk_bytes)] if size > chunk_bytes // 2 else [0]
+    return [(start, min(next_start, size)) for start, next_start in zip(starts, [*starts[1:], size])]
+
+
+def _fetch(fs: Any, shard: RemoteShard, chunk: tuple[int, int], retries: int, backoff: float, failed: threading.Event) -> bytes:
+    """The bytes of one chunk, asked again after a failed or short answer (see :func:`download`)."""
+    start, end = chunk
+    failures = 0
+    while True:
+        try:
+            data = fs.cat_file(shard.path, start=start, end=end)
+            if len(data) != end - start:
+                raise OSError(f"the server sent {len(data)} bytes for a request of {end - start}")
+            return data
+        except Exception as exc:
+            failures += 1
+            if not _retryable(exc):
+                raise
+            if failures > retries or failed.is_set():
+                raise RemoteReadError(
+                    f"Could not download {shard.url}: {failures} attempts in a row failed at byte {start} of "
+                    f"{shard.size} (the last: {type(exc).__name__}: {exc})."
+                ) from exc
+            time.sleep(min(backoff * 2 ** (failures - 1), 8.0))

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="cold + warm + local epochs per system and pipeline")
     parser.add_argument("--min-seconds", type=float, default=3.0,
                         help="the warm and the local figures span whole epochs adding up to this")
-    parser.add_argument("--hdf5-rounds", type=int, default=3)
+    parser.add_argument("--hdf5-rounds", type=int, default=3, help="rounds of the HDF5 ranged-read experiment (0: skip it)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     parser.add_argument("--peers-python", default=sys.executable,
@@ -70,8 +70,8 @@ def subset_tree(tree: str, dst: str, limit: int) -> str:
 
 
 def link_figures(fs: Any, store: BucketStore, scratch: str) -> dict[str, Any]:
-    """The server unthrottled, on the largest shard of ``store``: ``torchpack.download`` of it by 1 and by 2 streams at
-    once, and the round trip of a GET (moto reads the whole object for each, so it grows with the object)."""
+    """The server unthrottled, on the largest shard of ``store``: ``torchpack.download`` of it over 1 and over 2
+    connections at once (each download one connection, ``streams=1``), and the round trip of a GET (moto reads the whole object for each, so it grows with the object)."""
     import torchpack.download
     from torchpack.remote import RemoteShard
 
@@ -81,7 +81,7 @@ def link_figures(fs: Any, store: BucketStore, scratch: str) -> dict[str, Any]:
     rates = {}
     for streams in (1, 2):
         paths = [os.path.join(scratch, f"probe-{i}") for i in range(streams)]
-        threads = [threading.Thread(target=torchpack.download.download, args=(fs, shard, p)) for p in paths]
+        threads = [threading.Thread(target=torchpack.download.download, args=(fs, shard, p), kwargs={"streams": 1}) for p in paths]
         started = time.perf_counter()
         [t.start() for t in threads]
         [t.join() for t in threads]
@@ -164,13 +164,16 @@ def _run(args: argparse.Namespace, server: ThrottledS3Server, tree: str, images:
     rows = time_systems(args, server, fs, bucket, bandwidth, images, work)
 
     hdf5, hdf5_error = None, None
-    try:
-        shards = sorted((int(fs.info(k)["size"]), k) for k in stores["hdf5"].objects if k.endswith(".h5"))
-        key = shards[len(shards) // 2][1]  # the median shard
-        hdf5 = hdf5_ranged.measure(server, fs, key, work, FRACTIONS, [0.0, args.delay_ms / 1e3], args.hdf5_rounds)
-    except Exception as exc:
-        hdf5_error = f"failed: {type(exc).__name__}: {exc}"
-        log(f"HDF5 ranged reads {hdf5_error}")
+    if args.hdf5_rounds < 1:
+        hdf5_error = "skipped (--hdf5-rounds 0)"
+    else:
+        try:
+            shards = sorted((int(fs.info(k)["size"]), k) for k in stores["hdf5"].objects if k.endswith(".h5"))
+            key = shards[len(shards) // 2][1]  # the median shard
+            hdf5 = hdf5_ranged.measure(server, fs, key, work, FRACTIONS, [0.0, args.delay_ms / 1e3], args.hdf5_rounds)
+        except Exception as exc:
+            hdf5_error = f"failed: {type(exc).__name__}: {exc}"
+            log(f"HDF5 ranged reads {hdf5_error}")
 
     result = {
         "settings": {"tree": os.path.abspath(args.tree), "images": images, "workers": args.workers, "batch": args.batch,

@@ -59,7 +59,7 @@ def server_table(server: dict[str, Any]) -> list[str]:
     lines = ["| server figure | value |", "| --- | ---: |"]
     lines.append(f"| link bandwidth (the throttle, shared by every connection) | {server['bandwidth'] / MB:.0f} MB/s |")
     for streams, rate in server["unthrottled"].items():
-        lines.append(f"| unthrottled, {streams} download stream(s) at once of the largest torchpack shard "
+        lines.append(f"| unthrottled, {streams} connection(s) at once, each downloading the largest torchpack shard "
                      f"({server['probe_bytes'] / MB:.1f} MB) | {rate / MB:.0f} MB/s |")
     lines.append(f"| round trip of a 1-byte ranged GET of that shard | {server['latency'] * 1e3:.1f} ms |")
     return lines
