@@ -148,7 +148,7 @@ def test_a_dropped_connection_mid_shard_is_resumed(http, tmp_path, quick_retries
     assert all(torch.equal(a[0], b[0]) for a, b in zip(read_all(dataset), read_all(local)))
 
 
-def test_a_shard_downloads_over_two_connections_at_once(http, tmp_path, monkeypatch):
+def test_a_shard_downloads_over_several_connections_at_once(http, tmp_path, monkeypatch):
     # One request's round trip overlaps the other's transfer, so a lone download keeps the link busy.
     server, stores = http
     monkeypatch.setattr(torchpack.download, "CHUNK_BYTES", 4096)
@@ -157,7 +157,7 @@ def test_a_shard_downloads_over_two_connections_at_once(http, tmp_path, monkeypa
     local = torchpack.LMDBImageFolder(stores, decode="tensor")
     assert all(torch.equal(a[0], b[0]) for a, b in zip(read_all(dataset), read_all(local)))
     assert server.gets[shard_name(stores)] >= 3
-    assert server.most_in_flight[shard_name(stores)] == torchpack.download.STREAMS == 2
+    assert server.most_in_flight[shard_name(stores)] == torchpack.download.STREAMS >= 2
 
 
 def test_server_errors_are_retried_then_named(http, tmp_path, quick_retries):

@@ -1,4 +1,4 @@
-"""Download one remote object to a local file: in ranged chunks, two in flight at once, each retried with backoff."""
+"""Download one remote object to a local file: in ranged chunks, several in flight at once, each retried with backoff."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torchpack.remote import RemoteShard
 __all__ = ["RemoteReadError", "download"]
 
 CHUNK_BYTES = 16 << 20
-STREAMS = 2
+STREAMS = 4
 RETRIES = 5
 BACKOFF_SECONDS = 0.25
 
@@ -57,7 +57,7 @@ def download(
     retries = RETRIES if retries is None else retries
     backoff = BACKOFF_SECONDS if backoff is None else backoff
     streams = STREAMS if streams is None else streams
-    chunks = _chunks(shard.size, CHUNK_BYTES)
+    chunks = _chunks(shard.size, CHUNK_BYTES, streams)
     failed = threading.Event()  # one chunk gave up: the others stop retrying
     with open(dest, "wb") as out:
 
@@ -91,14 +91,16 @@ def download(
         os.fsync(out.fileno())
 
 
-def _chunks(size: int, chunk_bytes: int) -> list[tuple[int, int]]:
-    """``(start, end)`` of each ranged request: the first half a chunk, so that two streams sharing
-    a link finish their requests half a chunk apart, and one's round trip overlaps the other's
-    transfer, instead of both waiting at once."""
-    if size <= 0:
-        return []
-    starts = [0, *range(chunk_bytes // 2, size, chunk_bytes)] if size > chunk_bytes // 2 else [0]
-    return [(start, min(next_start, size)) for start, next_start in zip(starts, [*starts[1:], size])]
+def _chunks(size: int, chunk_bytes: int, streams: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each ranged request. The first ``streams - 1`` are 1/streams, 2/streams, ...
+    of a chunk, so that streams sharing a link finish their requests evenly apart, and one's round
+    trip overlaps the others' transfers instead of all waiting at once."""
+    sizes = [chunk_bytes * i // streams for i in range(1, streams)]
+    starts, position = [], 0
+    while position < size:
+        starts.append(position)
+        position += sizes.pop(0) if sizes else chunk_bytes
+    return [(start, min(end, size)) for start, end in zip(starts, [*starts[1:], size])]
 
 
 def _fetch(fs: Any, shard: RemoteShard, chunk: tuple[int, int], retries: int, backoff: float, failed: threading.Event) -> bytes:

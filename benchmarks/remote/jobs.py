@@ -86,6 +86,14 @@ def link_idle(log: list[list[Any]], start: float, end: float) -> float:
     return max(0.0, (end - start) - busy)
 
 
+def link_span(log: list[list[Any]], start: float, end: float) -> tuple[float, float]:
+    """Seconds of ``[start, end]`` before the server's first body byte, and after its last one."""
+    spans = [(first, done) for _, _, _, first, done, sent in log if sent and first is not None and done > start]
+    if not spans:
+        return end - start, 0.0
+    return max(0.0, min(first for first, _ in spans) - start), max(0.0, end - max(done for _, done in spans))
+
+
 def time_epochs(system: System, store: RemoteStore, local: str, pipeline: str, cache_root: str, rounds: int,
                 min_seconds: float) -> dict[str, Any]:
     """``rounds`` times: open the remote store on an empty cache, a cold epoch, warm epochs, then epochs of the local store.
@@ -95,7 +103,7 @@ def time_epochs(system: System, store: RemoteStore, local: str, pipeline: str, c
     first-read checks are done); each remote loader starts its workers inside its cold epoch, as
     a training job would. The server's counters and request log are read around the cold epoch.
     """
-    keys = ("open", "cold", "cold_first_batch", "cold_link_idle", "warm", "local", "cold_images", "warm_images",
+    keys = ("open", "cold", "cold_first_batch", "cold_link_idle", "cold_before_first_byte", "cold_after_last_byte", "warm", "local", "cold_images", "warm_images",
             "local_images", "cold_bytes", "cold_requests", "cold_server_cpu", "warm_bytes")
     out: dict[str, list[float]] = {k: [] for k in keys}
     local_loader = system.local_loader(local, pipeline)
@@ -110,7 +118,10 @@ def time_epochs(system: System, store: RemoteStore, local: str, pipeline: str, c
         images, seconds, first = epoch(system, loader, 0)
         middle, until = server_stats(store.endpoint), time.monotonic()
         out["cold"].append(seconds), out["cold_images"].append(images), out["cold_first_batch"].append(first)
-        out["cold_link_idle"].append(link_idle(server_log(store.endpoint, since), since, until))
+        log = server_log(store.endpoint, since)
+        out["cold_link_idle"].append(link_idle(log, since, until))
+        before_first, after_last = link_span(log, since, until)
+        out["cold_before_first_byte"].append(before_first), out["cold_after_last_byte"].append(after_last)
         images, seconds, _ = epochs_for(system, loader, 1, min_seconds)
         after = server_stats(store.endpoint)
         out["warm"].append(seconds), out["warm_images"].append(images)
