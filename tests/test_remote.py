@@ -173,6 +173,20 @@ def test_server_errors_are_retried_then_named(http, tmp_path, quick_retries):
     assert time.monotonic() - started < 30  # no hang
 
 
+def test_a_chunk_that_gives_up_ends_the_download_with_its_own_error(http, tmp_path, quick_retries, monkeypatch):
+    # Several chunks in flight, all refused: one gives up after its retries, the others stop
+    # retrying, and the error the reader sees is the one that gave up, naming the shard.
+    server, stores = http
+    monkeypatch.setattr(torchpack.download, "CHUNK_BYTES", 4096)
+    server.faults.statuses[shard_name(stores, 2)] = [503] * 1000
+    dataset = http_dataset(server, tmp_path / "cache")
+    with pytest.raises(torchpack.BadSampleError, match=rf"Could not download .*{os.path.basename(stores[2])}.*3 attempts in a row"):
+        read_all(dataset)
+    assert server.gets[shard_name(stores, 2)] < 4 * torchpack.download.STREAMS  # no chunk went on retrying
+    cached = tmp_path / "cache"
+    assert len(list(cached.rglob("*.lmdb"))) == 2 and not list(cached.rglob("*.tmp-*"))  # shards 0 and 1 only
+
+
 def test_a_slow_server_times_out_with_a_named_error(http, tmp_path, quick_retries):
     import aiohttp
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -20,6 +19,10 @@ BACKOFF_SECONDS = 0.25
 
 class RemoteReadError(OSError):
     """A remote object could not be read, after retries; the message names it and the last error."""
+
+
+class _Abandoned(RemoteReadError):
+    """A chunk's retries, given up because another chunk of the download failed."""
 
 
 def _retryable(exc: Exception) -> bool:
@@ -58,7 +61,8 @@ def download(
     backoff = BACKOFF_SECONDS if backoff is None else backoff
     streams = STREAMS if streams is None else streams
     chunks = _chunks(shard.size, CHUNK_BYTES, streams)
-    failed = threading.Event()  # one chunk gave up: the others stop retrying
+    failed = threading.Event()  # one chunk gave up: the others stop retrying, and no other chunk starts
+    first_error: list[BaseException] = []  # the chunk failure that ended the download
     with open(dest, "wb") as out:
 
         def fetch_and_write(chunk: tuple[int, int]) -> None:
@@ -69,7 +73,9 @@ def download(
                 written = os.pwrite(out.fileno(), data, chunk[0])
                 if written != len(data):  # pwrite on a regular file writes it all, or raises (ENOSPC)
                     raise OSError(f"wrote {written} of {len(data)} bytes at offset {chunk[0]} of {dest}")
-            except BaseException:
+            except BaseException as exc:
+                if not isinstance(exc, _Abandoned) and not first_error:
+                    first_error.append(exc)
                 failed.set()
                 raise
             if progress is not None:
@@ -79,14 +85,19 @@ def download(
             for chunk in chunks:
                 fetch_and_write(chunk)
         else:
+            stopped: BaseException | None = None
             with ThreadPoolExecutor(min(streams, len(chunks)), thread_name_prefix="torchpack-download") as pool:
                 futures = [pool.submit(fetch_and_write, chunk) for chunk in chunks]
                 try:
                     for future in futures:
                         future.result()
-                finally:
-                    for future in futures:  # a failure ends the download: drop what has not started
+                except BaseException as exc:  # a chunk failed, or this thread was interrupted (Ctrl-C)
+                    failed.set()
+                    for future in futures:
                         future.cancel()
+                    stopped = exc
+            if stopped is not None:  # the requests in flight have ended: raise what caused it
+                raise first_error[0] if isinstance(stopped, Exception) and first_error else stopped
         out.flush()
         os.fsync(out.fileno())
 
@@ -117,9 +128,13 @@ def _fetch(fs: Any, shard: RemoteShard, chunk: tuple[int, int], retries: int, ba
             failures += 1
             if not _retryable(exc):
                 raise
-            if failures > retries or failed.is_set():
+            if failures > retries:
                 raise RemoteReadError(
                     f"Could not download {shard.url}: {failures} attempts in a row failed at byte {start} of "
                     f"{shard.size} (the last: {type(exc).__name__}: {exc})."
                 ) from exc
-            time.sleep(min(backoff * 2 ** (failures - 1), 8.0))
+            if failed.wait(min(backoff * 2 ** (failures - 1), 8.0)):  # the backoff, cut short if the download failed
+                raise _Abandoned(
+                    f"Could not download {shard.url}: another part of it failed (this part's last error: "
+                    f"{type(exc).__name__}: {exc})."
+                ) from exc
