@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, server: ThrottledS3Server, tree: str, images:
     figures = link_figures(fs, stores["lmdb"], work)
     bandwidth = pick_bandwidth(args.bandwidth, figures["unthrottled"])
     server.set(bandwidth=bandwidth, delay=0.0)
-    log(f"unthrottled: {', '.join(f'{k} stream(s) {v / MB:.0f} MB/s' for k, v in figures['unthrottled'].items())}; "
+    log(f"unthrottled: {', '.join(f'{k} connection(s) {v / MB:.0f} MB/s' for k, v in figures['unthrottled'].items())}; "
         f"link throttled to {bandwidth / MB:.0f} MB/s")
 
     rows = time_systems(args, server, fs, bucket, bandwidth, images, work)
