@@ -12,7 +12,7 @@ from torchpack.remote import RemoteShard
 __all__ = ["RemoteReadError", "download"]
 
 CHUNK_BYTES = 16 << 20
-STREAMS = 4
+STREAMS = 2
 RETRIES = 5
 BACKOFF_SECONDS = 0.25
 
