@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -204,3 +206,17 @@ def test_bad_arguments_are_refused(small_stores):
         torchpack.LMDBImageFolder(small_stores["lmdb"], decode_crop=v2.RandomResizedCrop(224))
     with pytest.raises(ValueError, match="`size` must be a positive int"):
         RandomResizedCropDecode(0)
+
+
+def test_a_read_only_crop_is_resized_without_a_warning():
+    # Pillow hands out read-only arrays, and a crop as wide as the image is a contiguous view of
+    # one: torch warns once per process on those, so a fresh interpreter tells whether we copy.
+    code = (
+        "import warnings, numpy as np\n"
+        "warnings.simplefilter('error')\n"
+        "from torchpack.crop_decode import resize_square\n"
+        "pixels = np.zeros((40, 30, 3), np.uint8); pixels.flags.writeable = False\n"
+        "assert tuple(resize_square(pixels, 16).shape) == (3, 16, 16)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -36,7 +36,10 @@ _SCALES = (8, 4, 2)
 
 def resize_square(pixels: np.ndarray, size: int) -> torch.Tensor:
     """HWC uint8 pixels resized to ``size`` x ``size`` (antialiased bilinear): a CHW tensor, channels-last in memory."""
-    batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).unsqueeze(0)
+    pixels = np.ascontiguousarray(pixels)
+    if not pixels.flags.writeable:  # Pillow's arrays are read-only, and torch warns on those
+        pixels = pixels.copy()
+    batch = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
     batch = batch.contiguous(memory_format=torch.channels_last)  # torch's vectorised uint8 path
     return torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
