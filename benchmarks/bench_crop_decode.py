@@ -86,8 +86,10 @@ def cut_jpeg(data: bytes, y0: int, y1: int, x0: int, x1: int, per_mcu: bool) -> 
     col0, col1 = (max(0, x0 // mcu_width - 1), min(per_row - 1, (x1 - 1) // mcu_width + 1)) if per_mcu else (0, per_row - 1)
     stride = per_row if per_mcu else 1
     rows = [data[starts[r * stride + col0 * per_mcu] : ends[r * stride + col1 * per_mcu]] for r in range(row0, row1 + 1)]
-    body = np.frombuffer(RESTART.join(rows), np.uint8).copy()
-    body[restart_markers(body.tobytes(), 0) + 1] = 0xD0 + (np.arange(len(restart_markers(body.tobytes(), 0))) & 7)
+    joined = RESTART.join(rows)
+    markers = restart_markers(joined, 0)
+    body = np.frombuffer(joined, np.uint8).copy()
+    body[markers + 1] = 0xD0 + (np.arange(len(markers)) & 7)  # RST0..RST7 again in sequence, as decoders check
     new_height = min(height, (row1 + 1) * mcu_height) - row0 * mcu_height
     new_width = min(width, (col1 + 1) * mcu_width) - col0 * mcu_width
     header = data[:sof] + new_height.to_bytes(2, "big") + new_width.to_bytes(2, "big") + data[sof + 4 : start]

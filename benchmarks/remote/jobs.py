@@ -103,8 +103,9 @@ def time_epochs(system: System, store: RemoteStore, local: str, pipeline: str, c
     first-read checks are done); each remote loader starts its workers inside its cold epoch, as
     a training job would. The server's counters and request log are read around the cold epoch.
     """
-    keys = ("open", "cold", "cold_first_batch", "cold_link_idle", "cold_before_first_byte", "cold_after_last_byte", "warm", "local", "cold_images", "warm_images",
-            "local_images", "cold_bytes", "cold_requests", "cold_server_cpu", "warm_bytes")
+    keys = ("open", "cold", "cold_first_batch", "cold_link_idle", "cold_before_first_byte", "cold_after_last_byte",
+            "warm", "local", "cold_images", "warm_images", "local_images", "cold_bytes", "cold_requests",
+            "cold_server_cpu", "warm_bytes")
     out: dict[str, list[float]] = {k: [] for k in keys}
     local_loader = system.local_loader(local, pipeline)
     _, _, local_number = epochs_for(system, local_loader, 0, 0.0)
